@@ -1,0 +1,46 @@
+# Every target that needs the environment depends on `setup`, which builds .venv from nothing
+# (torch==2.13.0 CPU wheel first, when no torch is importable) and is a no-op when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.twinbench-installed
+SUITE ?= smoke
+
+.PHONY: setup test data bench bench-smoke bench-data lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# Any torch spec but an exact local version pulls a multi-GB CUDA build onto a CPU machine.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+data: setup
+	$(VENV)/bin/twinbench data --suite $(SUITE)
+
+# The main job: the `full` suite on a CUDA machine, the CPU-sized `default` suite elsewhere.
+bench: setup
+	@suite=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'default')"); \
+	echo "bench suite: $$suite"; \
+	$(VENV)/bin/twinbench data --suite $$suite
+
+bench-smoke: setup
+	$(VENV)/bin/twinbench data --suite smoke
+
+# Cold build, warm load and size of the smoke cache (prints numbers; not a timed test).
+bench-data: setup
+	$(PY) tests/benchmarks/data_cache.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .benchmarks results/runs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

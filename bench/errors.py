@@ -1,0 +1,33 @@
+"""Errors the CLI turns into a clear message and a non-zero exit code (never a traceback)."""
+
+from __future__ import annotations
+
+
+class TwinbenchError(Exception):
+    """Base class: a problem with the user's input or environment, reported as `error: <message>`."""
+
+    exit_code = 1
+
+
+class UnknownNameError(TwinbenchError):
+    """A suite, twin, grid or other registered name that does not exist."""
+
+    exit_code = 2
+
+    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+
+
+class ConfigError(TwinbenchError):
+    """A configuration file or value that is malformed."""
+
+    exit_code = 2
+
+
+class DataError(TwinbenchError):
+    """Data that cannot be built or used: a failed power flow, an inconsistent grid."""
+
+
+class CacheError(DataError):
+    """A cache that is missing, corrupt or stale and must not be used as it is."""
