@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,7 @@ def reduce_network(net) -> GridModel:
         ybus=y_rr, slack=int(node_of_internal[ref]), v_slack=complex(ppci["V"][ref]), base_mva=float(net.sn_mva)
     )
 
-    bus_to_node = dict(zip(pp_bus_ids, pp_bus_node))
+    bus_to_node = dict(zip(pp_bus_ids, pp_bus_node, strict=True))
     element_node = {e: np.array([bus_to_node.get(b, -1) for b in net[e].bus], dtype=np.int64) for e in ELEMENTS}
     for e in ELEMENTS:  # an out-of-service element injects nothing, like a disconnected one
         element_node[e][~net[e].in_service.to_numpy()] = -1
@@ -105,7 +105,7 @@ def reduce_network(net) -> GridModel:
     ppc_row = np.flatnonzero(ppci["branch_is"])  # ppci drops out-of-service branches
     trafo_rows = range(*net._pd2ppc_lookups["branch"].get("trafo", (0, 0)))
     edges, attrs = [], []
-    for row, ppc_i in zip(ppci["branch"], ppc_row):
+    for row, ppc_i in zip(ppci["branch"], ppc_row, strict=True):
         f, t = node_of_internal[int(row[F_BUS].real)], node_of_internal[int(row[T_BUS].real)]
         if row[BR_STATUS].real == 0 or f < 0 or t < 0:
             continue
@@ -241,7 +241,7 @@ def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) ->
         "base_mva": np.array(network.base_mva),
     }
     info = {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "time": {"start": YEAR_START, "step_minutes": STEP_MINUTES, "steps": n_steps},
         "split_steps": {
             name: [int(np.flatnonzero(split == i)[0]), int(np.flatnonzero(split == i)[-1]) + 1]
@@ -288,7 +288,12 @@ def _check_base_case(model: GridModel, net) -> None:
 def _streams(net, values: dict[str, np.ndarray], split: np.ndarray, config: GridDataConfig):
     """The metering streams (load P/Q, generation P, storage P), one channel per distinct profile."""
     columns, names, profiles = [], [], []
-    for key, table in (("load_p_mw", "load"), ("load_q_mvar", "load"), ("sgen_p_mw", "sgen"), ("storage_p_mw", "storage")):
+    for key, table in (
+        ("load_p_mw", "load"),
+        ("load_q_mvar", "load"),
+        ("sgen_p_mw", "sgen"),
+        ("storage_p_mw", "storage"),
+    ):
         quantity = key.removeprefix(f"{table}_")
         for j, idx in enumerate(net[table].index):
             columns.append(values[key][:, j])

@@ -183,9 +183,7 @@ def write_cache(
         "build_config": asdict(config),
         "packages": {p: installed_version(p) for p in (*DATA_PACKAGES, "numpy")},
         "files": files,
-        "content_hash": hashlib.sha256(
-            "".join(files[name]["sha256"] for name in FILES).encode()
-        ).hexdigest(),
+        "content_hash": hashlib.sha256("".join(files[name]["sha256"] for name in FILES).encode()).hexdigest(),
         **info,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
