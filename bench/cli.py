@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench.errors import TwinbenchError, UnknownNameError
 
@@ -59,6 +60,96 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite_twins(args: argparse.Namespace):
+    """(suite, grid names, twin classes) selected by --suite/--grid/--twin, validated."""
+    from bench.suites import load_suite
+    from models.registry import get_twin
+
+    suite = load_suite(args.suite)
+    if getattr(args, "grid", None):
+        if args.grid not in suite.grids:
+            raise UnknownNameError(f"grid of suite {suite.name}", args.grid, list(suite.grids))
+        grids = [args.grid]
+    else:
+        grids = list(suite.grids)
+    twins = [get_twin(args.twin)] if args.twin else [get_twin(t) for t in suite.twins]
+    return suite, grids, twins
+
+
+def _reference(twin_cls, grid_name: str, size: str, retrain: bool = False):
+    """(twin, trained model, checkpoint meta, trained now) for a grid from the data cache."""
+    from models.checkpoint import train_or_load
+    from models.grid.cache import load_grid
+
+    twin = twin_cls(load_grid(grid_name), twin_cls.config_for(size))
+    model, meta, trained = train_or_load(twin, log=lambda m: print(m, file=sys.stderr), retrain=retrain)
+    return twin, model, meta, trained
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.export import torch_predict_fn
+
+    suite, grids, twins = _suite_twins(args)
+    table = Table(title=f"reference twins, suite {suite.name} ({suite.model_size} size), {args.split} split")
+    for column in ("grid", "twin", "metric", "model", "baseline", "baseline value", "better by", "training"):
+        table.add_column(column, justify="right" if column in ("model", "baseline value", "better by") else "left")
+    failed = False
+    for grid in grids:
+        for twin_cls in twins:
+            twin, model, meta, trained = _reference(twin_cls, grid, suite.model_size, args.retrain)
+            evaluation = twin.evaluate(torch_predict_fn(model), args.split)
+            summary = meta["summary"]
+            how = f"{summary['train_seconds']:.0f} s, {summary['epochs']} epochs" + ("" if trained else " (cached)")
+            for name, scores in evaluation.baselines.items():
+                margin = evaluation.margin_pct(name)
+                required = name in twin.required_baselines
+                failed |= required and margin <= 0
+                table.add_row(
+                    grid,
+                    twin.name,
+                    evaluation.primary,
+                    f"{evaluation.value:.5g}",
+                    name + ("" if required else " (info)"),
+                    f"{scores[evaluation.primary]:.5g}",
+                    f"{margin:+.1f} %",
+                    how,
+                )
+    Console().print(table)
+    if failed:
+        print("error: a twin does not beat a baseline it must beat", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.export import torch_predict_fn
+
+    suite, grids, twins = _suite_twins(args)
+    if len(grids) > 1:
+        raise UnknownNameError(f"grid of suite {suite.name} (choose one with --grid)", "", grids)
+    twin, model, _, _ = _reference(twins[0], grids[0], suite.model_size)
+    predict = torch_predict_fn(model)
+    arrays = {"target": twin.targets(args.split)}
+    if hasattr(twin, "samples"):
+        arrays["samples"] = twin.samples(predict, args.split)
+        arrays["pred"] = np.median(arrays["samples"], axis=1)
+    else:
+        from models.registry import batched
+
+        arrays["pred"] = batched(predict, twin.inputs(args.split))
+    arrays["bus_ids"] = twin.grid.graph["bus_ids"]
+    arrays["channel_names"] = twin.grid.streams["channel_names"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, **arrays)
+    shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+    print(f"{twin.name} on {grids[0]}, {args.split} split -> {args.out} ({shapes})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinbench",
@@ -76,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--grid", help="build one grid")
     data.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     data.set_defaults(func=_cmd_data)
+
+    train = commands.add_parser("train", help="train (or load) the reference twins and compare them with baselines")
+    train.add_argument("--suite", default="smoke")
+    train.add_argument("--grid", help="only this grid of the suite")
+    train.add_argument("--twin", help="only this twin")
+    train.add_argument("--split", default="test", choices=["train", "val", "test"])
+    train.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
+    train.set_defaults(func=_cmd_train)
+
+    predict = commands.add_parser("predict", help="write a reference twin's predictions and targets to a .npz")
+    predict.add_argument("--suite", default="smoke")
+    predict.add_argument("--grid", help="the grid, if the suite has several")
+    predict.add_argument("--twin", required=True)
+    predict.add_argument("--split", default="test", choices=["train", "val", "test"])
+    predict.add_argument("--out", type=Path, required=True)
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

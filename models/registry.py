@@ -1,46 +1,108 @@
-"""Twins register themselves by name with `@register_twin`, beside their definition.
+"""The twin interface and its registry.
 
-Every module in the `models` package (but for this one and the `grid` data package) is a twin
-module; `twins()` imports them on first use, so adding a twin touches one file.
+A twin is one module in `models/twins/` holding a `Twin` subclass decorated with `@register_twin`:
+its config, data windows, model, training and evaluation sit together, so adding a twin touches one
+file. `twins()` imports the modules on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
 
 from bench.errors import UnknownNameError
 
-_TWINS: dict[str, TwinSpec] = {}
-_NOT_TWIN_MODULES = {"registry"}
+# A runtime-neutral inference function: numpy inputs in, numpy output out (torch, ONNX Runtime, ...).
+PredictFn = Callable[..., np.ndarray]
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+_TWINS: dict[str, type[Twin]] = {}
 
 
 @dataclass(frozen=True)
-class TwinSpec:
-    """What a twin is: its task, data and how its quality is judged."""
+class Evaluation:
+    """Quality of a predictor on one split, with the naive baselines it must beat (lower is better)."""
 
-    name: str
-    summary: str
-    data: str  # which cached arrays it learns from
-    metric: str  # primary quality metric, lower is better
-    baseline: str  # the naive forecast it must beat
+    primary: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        return self.metrics[self.primary]
+
+    def margin_pct(self, baseline: str) -> float:
+        """How much better than `baseline` on the primary metric, in percent of the baseline."""
+        ref = self.baselines[baseline][self.primary]
+        return 100.0 * (ref - self.value) / ref
 
 
-def register_twin(spec: TwinSpec) -> TwinSpec:
-    if spec.name in _TWINS:
-        raise ValueError(f"twin {spec.name!r} registered twice")
-    _TWINS[spec.name] = spec
-    return spec
+class Twin(ABC):
+    """A reference twin bound to one grid's data and one config."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    data_files: ClassVar[str]
+    metric: ClassVar[str]
+    baseline: ClassVar[str]
+    required_baselines: ClassVar[tuple[str, ...]]  # baselines it must beat
+    input_names: ClassVar[tuple[str, ...]]
+    output_name: ClassVar[str]
+
+    def __init__(self, grid, config) -> None:
+        self.grid = grid  # models.grid.GridData
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def config_for(cls, size: str):
+        """The frozen config of a size: 'smoke' (2 CPU cores, <= 60 s training) or 'full' (GPU)."""
+
+    @abstractmethod
+    def build_model(self):
+        """A fresh inference module: `module(*inputs) -> output`, inputs as in `inputs()`."""
+
+    @abstractmethod
+    def train(self, model, log: Callable[[str], None]) -> dict:
+        """Train `model` in place (deterministic, early stopping on validation); return a summary."""
+
+    @abstractmethod
+    def inputs(self, split: str) -> tuple[np.ndarray, ...]:
+        """Every evaluation input of a split, stacked along the batch axis."""
+
+    @abstractmethod
+    def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
+        """Primary and secondary metrics of `predict_fn` on a split, and the baselines'."""
+
+    @abstractmethod
+    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+        """Realistic inputs of a given batch size (for export checks and measurement)."""
+
+    def split_index(self, split: str) -> int:
+        if split not in SPLITS:
+            raise UnknownNameError("split", split, list(SPLITS))
+        return SPLITS[split]
 
 
-def twins() -> dict[str, TwinSpec]:
+def register_twin(cls: type[Twin]) -> type[Twin]:
+    if cls.name in _TWINS:
+        raise ValueError(f"twin {cls.name!r} registered twice")
+    _TWINS[cls.name] = cls
+    return cls
+
+
+def twins() -> dict[str, type[Twin]]:
     if not _TWINS:
-        import models
+        import models.twins
 
-        for module in pkgutil.iter_modules(models.__path__):
-            if not module.ispkg and module.name not in _NOT_TWIN_MODULES:
-                importlib.import_module(f"models.{module.name}")
+        for module in pkgutil.iter_modules(models.twins.__path__):
+            importlib.import_module(f"models.twins.{module.name}")
     return dict(_TWINS)
 
 
@@ -48,7 +110,20 @@ def twin_names() -> list[str]:
     return sorted(twins())
 
 
-def get_twin(name: str) -> TwinSpec:
+def get_twin(name: str) -> type[Twin]:
     if name not in twins():
         raise UnknownNameError("twin", name, twin_names())
     return twins()[name]
+
+
+def input_scale(std: np.ndarray) -> np.ndarray:
+    """Divisor for standardising inputs: the training std, or 1 where a feature never varied in
+    training (a bus with no injection). Dividing by a floored ~0 std would turn any unseen value
+    into a huge activation, and the model into NaNs."""
+    return np.where(std > 1e-5, std, 1.0).astype(np.float32)
+
+
+def batched(predict_fn: PredictFn, inputs: tuple[np.ndarray, ...], batch_size: int = 512) -> np.ndarray:
+    """Run `predict_fn` over inputs in batches and concatenate the outputs."""
+    n = len(inputs[0])
+    return np.concatenate([predict_fn(*(x[i : i + batch_size] for x in inputs)) for i in range(0, n, batch_size)])

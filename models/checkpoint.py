@@ -1,0 +1,87 @@
+"""Checkpoints: safetensors weights plus a JSON identity, cached by twin config and data hash.
+
+Nothing is unpickled. A checkpoint is only loaded into the twin, grid, config and data it was
+trained for; anything else is a clear error rather than a model with silently wrong weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from bench.errors import TwinbenchError
+from models.grid.cache import cache_root
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(TwinbenchError):
+    """A checkpoint that does not belong to the model it is loaded into."""
+
+
+def identity(twin) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "twin": twin.name,
+        "grid": twin.grid.grid,
+        "config": asdict(twin.config),
+        "data_hash": twin.grid.content_hash,
+    }
+
+
+def checkpoint_path(twin, root: Path | None = None) -> Path:
+    """<cache>/checkpoints/<twin>/<grid>/<key>.safetensors, key = hash of the identity."""
+    key = hashlib.sha256(json.dumps(identity(twin), sort_keys=True).encode()).hexdigest()[:16]
+    return (root or cache_root()) / "checkpoints" / twin.name / twin.grid.grid / f"{key}.safetensors"
+
+
+def save_checkpoint(twin, model: torch.nn.Module, path: Path, summary: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    safetensors.torch.save_model(model, str(tmp))
+    meta = {**identity(twin), "summary": summary, "torch": torch.__version__, "created_unix": int(time.time())}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.rename(path)  # weights appear last: a half-written checkpoint is never found
+
+
+def load_checkpoint(twin, model: torch.nn.Module, path: Path) -> dict:
+    """Load weights into `model` after checking the checkpoint was trained for exactly this twin."""
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt checkpoint metadata {meta_path}: {e}") from e
+    expected = identity(twin)
+    diffs = [k for k in expected if meta.get(k) != expected[k]]
+    if diffs:
+        detail = "; ".join(f"{k}: checkpoint has {meta.get(k)!r}, model needs {expected[k]!r}" for k in diffs)
+        raise CheckpointError(f"checkpoint {path} was trained for a different model ({detail})")
+    try:
+        safetensors.torch.load_model(model, str(path), strict=True)
+    except Exception as e:  # a damaged file or a shape mismatch
+        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from e
+    model.eval()
+    return meta
+
+
+def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = False):
+    """The twin's trained reference model: from the checkpoint cache, or trained and cached now.
+
+    Returns (model, meta, trained_now).
+    """
+    model = twin.build_model()
+    path = checkpoint_path(twin, root)
+    if path.exists() and not retrain:
+        return model, load_checkpoint(twin, model, path), False
+    log(f"training {twin.name} on {twin.grid.grid}")
+    summary = twin.train(model, log)
+    save_checkpoint(twin, model, path, summary)
+    return model, load_checkpoint(twin, model, path), True

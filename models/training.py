@@ -1,0 +1,94 @@
+"""The training loop every twin shares: AdamW, early stopping on validation, best weights kept."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    lr: float
+    batch_size: int
+    max_epochs: int
+    patience: int  # epochs without a validation improvement before stopping
+    seed: int = 0
+    weight_decay: float = 0.0
+    # A safety net, not the schedule: epochs are sized to finish well inside it. Hitting it is
+    # recorded in the summary, since it makes the result depend on the machine's speed.
+    max_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError(f"invalid training config {self}")
+
+
+def fit(
+    model: torch.nn.Module,
+    cfg: FitConfig,
+    batches: Callable[[torch.Generator], Iterable],
+    loss_fn: Callable[[object], torch.Tensor],
+    val_loss: Callable[[], float],
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train `model` in place and leave it holding the weights of its best validation epoch.
+
+    batches(generator) yields one epoch of training batches (shuffled with the generator);
+    loss_fn(batch) is the training loss; val_loss() is evaluated under no_grad in eval mode.
+    """
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, cfg.max_epochs) / cfg.max_epochs))
+    )
+    best, best_state, best_epoch, history = math.inf, None, -1, []
+    started = time.perf_counter()
+    stopped = "max_epochs"
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in batches(generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            total, count = total + loss.item(), count + 1
+        schedule.step()
+        model.eval()
+        with torch.no_grad():
+            val = float(val_loss())
+        history.append(val)
+        if val < best:
+            best, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
+        log(
+            f"  epoch {epoch:3d}  train {total / max(count, 1):.5f}  val {val:.5f}{'  *' if epoch == best_epoch else ''}"
+        )
+        if epoch - best_epoch >= cfg.patience:
+            stopped = "patience"
+            break
+        if time.perf_counter() - started > cfg.max_seconds:
+            stopped = "time_budget"
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "best_val_loss": best,
+        "val_history": history,
+        "stopped": stopped,
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
+    """Shuffled index batches over n items."""
+    order = torch.randperm(n, generator=generator)
+    return order.split(batch_size)

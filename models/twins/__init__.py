@@ -1,0 +1,1 @@
+"""One module per reference twin; each registers itself with `@register_twin`."""
