@@ -18,7 +18,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("twins:")
     for spec in twins().values():
         print(f"  {spec.name:22} {spec.summary}")
-        print(f"  {'':22} data: {spec.data}; metric: {spec.metric}; baseline: {spec.baseline}")
+        print(f"  {'':22} data: {spec.data_files}; metric: {spec.metric}; baseline: {spec.baseline}")
     print("suites:")
     grids: set[str] = set()
     for name in suite_names():
@@ -117,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     f"{margin:+.1f} %",
                     how,
                 )
-    Console().print(table)
+    Console(width=max(Console().width, 150)).print(table)  # a pipe gets 80 columns: too narrow
     if failed:
         print("error: a twin does not beat a baseline it must beat", file=sys.stderr)
     return 1 if failed else 0

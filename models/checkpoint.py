@@ -29,6 +29,7 @@ def identity(twin) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "twin": twin.name,
+        "twin_version": twin.version,
         "grid": twin.grid.grid,
         "config": asdict(twin.config),
         "data_hash": twin.grid.content_hash,

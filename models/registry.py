@@ -47,6 +47,9 @@ class Twin(ABC):
     """A reference twin bound to one grid's data and one config."""
 
     name: ClassVar[str]
+    # Bump when the model's code changes what its weights or buffers mean: cached checkpoints of
+    # an older version are then retrained instead of loaded into a model they do not fit.
+    version: ClassVar[int]
     summary: ClassVar[str]
     data_files: ClassVar[str]
     metric: ClassVar[str]

@@ -173,6 +173,7 @@ def calendar_features(first_forecast_step: np.ndarray) -> np.ndarray:
 @register_twin
 class DiffusionForecasterTwin(Twin):
     name = "diffusion-forecaster"
+    version = 1
     summary = "conditional denoising diffusion (DDPM-trained, DDIM sampling) over future bus vm_pu trajectories"
     data_files = "trajectories.npz"
     metric = "crps of vm_pu (non-slack nodes)"

@@ -104,6 +104,7 @@ class GridGNN(torch.nn.Module):
 @register_twin
 class GridGNNTwin(Twin):
     name = "grid-gnn"
+    version = 1
     summary = "message-passing GNN over the grid graph mapping per-bus P/Q injections to vm_pu and va_degree"
     data_files = "graph.npz + snapshots.npz"
     metric = "rmse of vm_pu (non-slack nodes)"

@@ -88,6 +88,7 @@ class PatchTSTForecaster(torch.nn.Module):
 @register_twin
 class SensorTransformer(Twin):
     name = "sensor-transformer"
+    version = 1
     summary = "PatchTST forecasting the next 24 steps (6 h) of every metering stream from the last 96 (24 h)"
     data_files = "streams.npz"
     metric = "mae (normalised test split)"
