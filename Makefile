@@ -28,10 +28,10 @@ data: setup
 bench: setup
 	@suite=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'default')"); \
 	echo "bench suite: $$suite"; \
-	$(VENV)/bin/twinbench data --suite $$suite
+	$(VENV)/bin/twinbench data --suite $$suite && $(VENV)/bin/twinbench train --suite $$suite
 
 bench-smoke: setup
-	$(VENV)/bin/twinbench data --suite smoke
+	$(VENV)/bin/twinbench data --suite smoke && $(VENV)/bin/twinbench train --suite smoke
 
 # Cold build, warm load and size of the smoke cache (prints numbers; not a timed test).
 bench-data: setup

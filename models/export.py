@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -22,19 +23,26 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example_inputs)
     model.eval()
-    # The exporter narrates every step on stdout and warns about internals; keep the CLI readable.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            args,
-            str(path),
-            dynamo=True,
-            input_names=list(input_names),
-            output_names=[output_name],
-            dynamic_shapes=tuple({0: batch} for _ in args),
-            verbose=False,
-        )
+    # The exporter narrates every step on stdout and logs warnings about packages it does not need
+    # (torchvision); keep the CLI readable.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=True,
+                input_names=list(input_names),
+                output_names=[output_name],
+                dynamic_shapes=tuple({0: batch} for _ in args),
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
     return path
 
 
