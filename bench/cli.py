@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import TwinbenchError, UnknownNameError
+from bench.errors import ConfigError, TwinbenchError, UnknownNameError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -130,17 +130,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     suite, grids, twins = _suite_twins(args)
     if len(grids) > 1:
-        raise UnknownNameError(f"grid of suite {suite.name} (choose one with --grid)", "", grids)
+        raise ConfigError(f"suite {suite.name} has several grids ({', '.join(grids)}): choose one with --grid")
     twin, model, _, _ = _reference(twins[0], grids[0], suite.model_size)
-    predict = torch_predict_fn(model)
-    arrays = {"target": twin.targets(args.split)}
-    if hasattr(twin, "samples"):
-        arrays["samples"] = twin.samples(predict, args.split)
-        arrays["pred"] = np.median(arrays["samples"], axis=1)
-    else:
-        from models.registry import batched
-
-        arrays["pred"] = batched(predict, twin.inputs(args.split))
+    arrays = twin.predictions(torch_predict_fn(model), args.split)
     arrays["bus_ids"] = twin.grid.graph["bus_ids"]
     arrays["channel_names"] = twin.grid.streams["channel_names"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

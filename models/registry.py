@@ -84,6 +84,14 @@ class Twin(ABC):
         """Primary and secondary metrics of `predict_fn` on a split, and the baselines'."""
 
     @abstractmethod
+    def targets(self, split: str) -> np.ndarray:
+        """What the predictions of `evaluate` are scored against, in physical (or metric) units."""
+
+    def predictions(self, predict_fn: PredictFn, split: str) -> dict[str, np.ndarray]:
+        """Arrays from which anyone can recompute the metrics: `pred` and `target` at least."""
+        return {"pred": batched(predict_fn, self.inputs(split)), "target": self.targets(split)}
+
+    @abstractmethod
     def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
         """Realistic inputs of a given batch size (for export checks and measurement)."""
 

@@ -254,6 +254,10 @@ class DiffusionForecasterTwin(Twin):
         out = np.concatenate(out)
         return out.reshape(-1, k, *out.shape[1:])
 
+    def predictions(self, predict_fn: PredictFn, split: str) -> dict[str, np.ndarray]:
+        samples = self.samples(predict_fn, split)
+        return {"samples": samples, "pred": np.median(samples, axis=1), "target": self.targets(split)}
+
     def train(self, model: DiffusionForecaster, log) -> dict:
         cfg = self.config.fit
         train_starts = self._starts("train")
