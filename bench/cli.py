@@ -142,6 +142,89 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from bench.runner import run
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("cells", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what[-70:])
+
+        try:
+            run_dir = run(
+                args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
+                out=args.out, resume=args.resume, max_minutes=args.max_minutes,
+                log=lambda m: console.print(m, highlight=False), progress=progress,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            console.print("interrupted: finished cells are in records.jsonl; continue with twinbench run --resume RUN")
+            return 130
+    table = Table(title=f"run {run_dir.path}")
+    for column in (
+        "twin",
+        "runtime",
+        "batch",
+        "status",
+        "quality",
+        "loss %",
+        "J/inference",
+        "source",
+        "p50 ms",
+        "flags",
+    ):
+        table.add_column(column)
+    for r in run_dir.records():
+        energy = (
+            "-"
+            if r.energy_j_per_inference is None
+            else f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
+        )
+        quality = "-" if r.quality_value is None else f"{r.quality_metric} {r.quality_value:.4g}"
+        table.add_row(
+            r.twin, r.runtime, str(r.batch_size), r.status if r.status == "ok" else f"{r.status}: {r.status_reason[:40]}",
+            quality, "-" if r.quality_loss_pct is None else f"{r.quality_loss_pct:+.2f}", energy, r.energy_source,
+            "-" if r.latency_ms_p50 is None else f"{r.latency_ms_p50:.3g}", ",".join(r.flags),
+        )  # fmt: skip
+    Console(width=max(Console().width, 160)).print(table)
+    print(f"records: {run_dir.records_path}")
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.meters import choose_meter
+    from bench.runtimes import runtime_names
+
+    print(f"cuda: {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
+    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+        print(f"energy meter on {device}: {choose_meter(device).why}")
+    if not torch.cuda.is_available():
+        print("energy meter on cuda: none (no CUDA device)")
+    print(f"runtimes: {', '.join(runtime_names())}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinbench",
@@ -175,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", default="test", choices=["train", "val", "test"])
     predict.add_argument("--out", type=Path, required=True)
     predict.set_defaults(func=_cmd_predict)
+
+    run = commands.add_parser("run", help="measure a suite: quality, energy, latency and memory per cell")
+    run.add_argument("--suite", help="suite to run (see `twinbench list`)")
+    run.add_argument("--twin", help="only this twin")
+    run.add_argument("--runtime", help="only this runtime")
+    run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
+    run.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: all cores)")
+    run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
+    run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
+    run.add_argument("--max-minutes", type=float, help="refuse a plan estimated to take longer")
+    run.set_defaults(func=_cmd_run)
+
+    env = commands.add_parser("env", help="the device, the energy meters available here and why others are not")
+    env.set_defaults(func=_cmd_env)
     return parser
 
 

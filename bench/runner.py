@@ -1,0 +1,419 @@
+"""The measurement protocol: plan the cells, measure each honestly, write one record per cell.
+
+Per twin (a group of cells: runtimes x batch sizes):
+1. accuracy pass on each cell's own runtime (test split), and the reference output on the fixed
+   measurement inputs;
+2. warm-up outside any window, iterations calibrated so a window lasts >= window_s;
+3. a latency pass of per-iteration synchronised timings (separate from the energy windows);
+4. `repetitions` rounds; each round measures idle power over one window, then every cell of the
+   group once, in a shuffled order with small random pauses (interleaved, never back to back);
+5. median / bootstrap CI / CV per cell, validity flags, and a check that the outputs produced
+   inside the energy windows equal the accuracy pass's outputs on the same inputs.
+Records of a group are appended when the group finishes, so an interrupt loses at most one group
+and `--resume` skips the finished ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from bench import environment
+from bench.errors import ConfigError, TwinbenchError
+from bench.meters import Meter, choose_meter
+from bench.records import Record
+from bench.runtimes import RuntimeContext, Session, Unsupported, default_threads, make_session, runtime_names
+from bench.stats import percentiles_ms, summarize
+from bench.store import RunDir, append_history, new_run_id
+from bench.suites import Suite, load_suite
+
+HIGH_CV = 0.02
+GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
+SETUP_S_PER_CELL = 6.0  # accuracy pass, session build, warm-up: a rough figure for the estimate
+
+# Peak dense throughput and TDP per device, for the energy floor (flops x W / peak). Sources:
+# NVIDIA datasheets: H100 SXM5 / PCIe (FP32 67 / 51 TFLOP/s, BF16 989 / 756 dense, 700 / 350 W),
+# H200 SXM (as H100 SXM, 700 W), A100 SXM 80 GB (FP32 19.5, BF16 312, 400 W), L4 (FP32 30.3,
+# BF16 121 dense, 72 W).
+DEVICE_PEAKS = {
+    "H100 PCIe": {"fp32_tflops": 51.0, "bf16_tflops": 756.0, "tdp_w": 350.0},
+    "H100": {"fp32_tflops": 67.0, "bf16_tflops": 989.0, "tdp_w": 700.0},
+    "H200": {"fp32_tflops": 67.0, "bf16_tflops": 989.0, "tdp_w": 700.0},
+    "A100": {"fp32_tflops": 19.5, "bf16_tflops": 312.0, "tdp_w": 400.0},
+    "L4": {"fp32_tflops": 30.3, "bf16_tflops": 121.0, "tdp_w": 72.0},
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    grid: str
+    twin: str
+    runtime: str
+    batch_size: int
+    device: str
+
+    @property
+    def key(self) -> str:  # same shape as Record.cell_key for the reference variant
+        return f"{self.grid}/{self.twin}/reference/{self.runtime}/{self.device}/bs{self.batch_size}"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    suite: str
+    device: str
+    twins: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    threads: int
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+
+    def cells(self, suite: Suite) -> list[Cell]:
+        return [
+            Cell(grid, twin, runtime, batch, self.device)
+            for grid in suite.grids
+            for twin in self.twins
+            for runtime in self.runtimes
+            for batch in suite.measure.batch_sizes
+        ]
+
+
+def make_plan(suite: Suite, device: str | None, twin: str | None, runtime: str | None, threads: int | None) -> RunPlan:
+    from models.registry import get_twin
+
+    device = device or suite.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but CUDA is not available here (use --device cpu)")
+    if twin is not None:
+        get_twin(twin)  # unknown names: a clear error listing the valid ones
+        if twin not in suite.twins:
+            raise ConfigError(f"twin {twin!r} is not in suite {suite.name} ({', '.join(suite.twins)})")
+    runtimes = (runtime,) if runtime else suite.measure.runtimes
+    for name in runtimes:
+        if name not in runtime_names():
+            from bench.errors import UnknownNameError
+
+            raise UnknownNameError("runtime", name, runtime_names())
+    return RunPlan(suite.name, device, (twin,) if twin else suite.twins, tuple(runtimes), threads or default_threads())
+
+
+def estimate_seconds(suite: Suite, n_cells: int, n_groups: int) -> float:
+    m = suite.measure
+    per_cell = SETUP_S_PER_CELL + m.window_s * (2 + m.repetitions)  # warm-up + latency + windows
+    return n_cells * per_cell + n_groups * m.repetitions * m.window_s  # + idle windows
+
+
+def validity_flags(
+    *,
+    window_s: float,
+    cv: float | None,
+    source: str,
+    avg_power_w: float | None,
+    idle_power_w: float | None,
+    power_limit_w: float | None,
+    throttled: bool | None,
+    outputs_match: bool,
+) -> tuple[str, ...]:
+    """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement."""
+    flags = []
+    if window_s < GPU_MIN_WINDOW_S:
+        flags.append("short_window")
+    if cv is not None and cv > HIGH_CV:
+        flags.append("high_cv")
+    if source == "nvml" and avg_power_w is not None and power_limit_w:
+        if not (idle_power_w or 0.0) <= avg_power_w <= power_limit_w:
+            flags.append("power_out_of_range")
+    if throttled:
+        flags.append("throttled")
+    if not outputs_match:
+        flags.append("checksum_mismatch")
+    return tuple(flags)
+
+
+def _checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
+
+
+def _flops_per_inference(model: torch.nn.Module, inputs: tuple[np.ndarray, ...]) -> float | None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            model.cpu()(*(torch.from_numpy(x) for x in inputs))
+        return counter.get_total_flops() / len(inputs[0])
+    except Exception:  # an op the counter cannot trace: report unknown rather than a guess
+        return None
+
+
+def _energy_floor(flops: float | None, env: dict) -> float | None:
+    name = env.get("gpu_name") or ""
+    for key in sorted(DEVICE_PEAKS, key=len, reverse=True):  # "H100 PCIe" before "H100"
+        if key in name and flops:
+            peak = DEVICE_PEAKS[key]
+            return flops * peak["tdp_w"] / (peak["fp32_tflops"] * 1e12)
+    return None
+
+
+@dataclass
+class _Prepared:
+    cell: Cell
+    session: Session
+    quality: object  # models.registry.Evaluation
+    step: Callable[[], object]
+    reference_output: np.ndarray
+    iterations: int
+    latency: dict
+    peak_memory_mb: float
+
+
+def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path, seed: int) -> _Prepared:
+    ctx = RuntimeContext(device=cell.device, threads=plan.threads, workdir=workdir, twin=twin)
+    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
+    quality = twin.evaluate(session.predict, "test")
+    inputs = twin.example_inputs(cell.batch_size, seed)
+    reference_output = session.predict(*inputs)
+    step = session.bind(*inputs)
+    window = suite.measure.window_s
+    # Warm-up: compilation, autotuning and first-run allocation stay outside every window.
+    start, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - start < 0.25 * window:
+        step()
+        n += 1
+    session.sync()
+    per_iter = (time.perf_counter() - start) / n
+    iterations = max(1, int(np.ceil(window / max(per_iter, 1e-7))))
+    # Latency pass: every iteration timed on its own, synchronised.
+    timings = []
+    for _ in range(max(10, min(iterations, 5000))):
+        t0 = time.perf_counter()
+        step()
+        session.sync()
+        timings.append(time.perf_counter() - t0)
+    if cell.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = psutil.Process().memory_info().rss / 2**20
+    return _Prepared(cell, session, quality, step, reference_output, iterations, percentiles_ms(timings), peak)
+
+
+def _window(meter: Meter, key: str, step: Callable[[], object], iterations: int):
+    meter.begin(key)
+    out = None
+    for _ in range(iterations):
+        out = step()
+    reading = meter.end(key)
+    return reading, out
+
+
+def measure_group(
+    twin, model, cells: list[Cell], suite: Suite, plan: RunPlan, run_id: str, workdir: Path, meter: Meter, env: dict,
+    on_cell: Callable[[str], None] = lambda s: None, seed: int = 0,
+) -> list[Record]:  # fmt: skip
+    """Measure every cell of one twin; returns one record per cell (ok, unsupported or error)."""
+    from models.export import torch_predict_fn
+
+    m = suite.measure
+    reference = twin.evaluate(torch_predict_fn(copy.deepcopy(model).cpu()), "test")  # fp32 eager reference
+    params = sum(p.numel() for p in model.parameters())
+    prepared: list[_Prepared] = []
+    failed: list[Record] = []
+    base = dict(run_id=run_id, suite=suite.name, twin=twin.name, grid=twin.grid.grid, variant_id="reference",
+                variant_name="reference (fp32)", lineage=(), params=params)  # fmt: skip
+    for cell in cells:
+        on_cell(f"prepare {cell.key}")
+        try:
+            prepared.append(_prepare(cell, twin, model, suite, plan, workdir, seed))
+        except Unsupported as e:
+            failed.append(Record(**base, runtime=cell.runtime, device=cell.device, batch_size=cell.batch_size,
+                                 status="unsupported", status_reason=e.reason))  # fmt: skip
+        except (KeyboardInterrupt, TwinbenchError):
+            raise
+        except Exception as e:  # a cell that crashes is a record, not a lost run
+            failed.append(Record(**base, runtime=cell.runtime, device=cell.device, batch_size=cell.batch_size,
+                                 status="error", status_reason=f"{type(e).__name__}: {e}"))  # fmt: skip
+
+    rng = random.Random(seed)
+    energy = {p.cell.key: [] for p in prepared}
+    seconds = {p.cell.key: [] for p in prepared}
+    outputs_match = {p.cell.key: True for p in prepared}
+    idle_w = []
+    state_before = environment.gpu_state() if plan.device == "cuda" else {}
+    for rep in range(m.repetitions):
+        on_cell(f"idle window {rep + 1}/{m.repetitions}")
+        meter.begin("idle")
+        time.sleep(m.window_s)
+        idle = meter.end("idle")
+        if idle.joules is not None and idle.source != "estimate":  # a sleeping process has no CPU-time estimate
+            idle_w.append(idle.joules / idle.seconds)
+        for p in rng.sample(prepared, len(prepared)):
+            time.sleep(rng.uniform(0.0, 0.05))
+            on_cell(f"window {rep + 1}/{m.repetitions} {p.cell.key}")
+            reading, out = _window(meter, p.cell.key, p.step, p.iterations)
+            outputs_match[p.cell.key] &= _checksum_match(p.session.to_numpy(out), p.reference_output)
+            seconds[p.cell.key].append(reading.seconds)
+            energy[p.cell.key].append(reading.joules)
+    state_after = environment.gpu_state() if plan.device == "cuda" else {}
+
+    records = list(failed)
+    idle_power = float(np.median(idle_w)) if idle_w else None
+    flops_cache: dict[int, float | None] = {}
+    for p in prepared:
+        c, key = p.cell, p.cell.key
+        n = p.iterations * c.batch_size
+        joules = energy[key]
+        measured = all(j is not None for j in joules)
+        source = meter.source if measured else "none"
+        stats = summarize([j / n for j in joules]) if measured else None
+        avg_power = float(np.median([j / s for j, s in zip(joules, seconds[key], strict=True)])) if measured else None
+        throttled = bool(state_before.get("throttled") or state_after.get("throttled")) if state_before else None
+        flags = validity_flags(
+            window_s=m.window_s,
+            cv=stats.cv if stats else None,
+            source=source,
+            avg_power_w=avg_power,
+            idle_power_w=idle_power,
+            power_limit_w=state_before.get("power_limit_w"),
+            throttled=throttled,
+            outputs_match=outputs_match[key],
+        )
+        dynamic = None
+        if stats and idle_power is not None:
+            dynamic = float(np.median([(j - idle_power * s) / n for j, s in zip(joules, seconds[key], strict=True)]))
+        if c.batch_size not in flops_cache:
+            flops_cache[c.batch_size] = _flops_per_inference(
+                copy.deepcopy(model), twin.example_inputs(c.batch_size, seed)
+            )
+        flops = flops_cache[c.batch_size]
+        floor = _energy_floor(flops, env) if c.device == "cuda" else None
+        q = p.quality
+        records.append(
+            Record(
+                **base,
+                runtime=c.runtime,
+                device=c.device,
+                batch_size=c.batch_size,
+                artifact_path=p.session.artifact_path,
+                quality_metric=q.primary,
+                quality_value=q.value,
+                quality_ref_value=reference.value,
+                quality_loss_pct=100.0 * (q.value - reference.value) / reference.value,
+                quality_metrics=dict(q.metrics),
+                energy_j_per_inference=stats.median if stats else None,
+                energy_ci95_low=stats.ci95_low if stats else None,
+                energy_ci95_high=stats.ci95_high if stats else None,
+                energy_cv=stats.cv if stats else None,
+                energy_source=source,
+                energy_dynamic_j_per_inference=dynamic,
+                idle_power_w=idle_power,
+                avg_power_w=avg_power,
+                energy_floor_j=floor,
+                energy_over_floor=(stats.median / floor) if (stats and floor) else None,
+                latency_ms_p50=p.latency["p50"],
+                latency_ms_p90=p.latency["p90"],
+                latency_ms_p99=p.latency["p99"],
+                latency_ms_mean=p.latency["mean"],
+                throughput_per_s=n / float(np.median(seconds[key])),
+                peak_memory_mb=p.peak_memory_mb,
+                size_bytes=p.session.size_bytes,
+                flops_per_inference=flops,
+                window_s=float(np.median(seconds[key])),
+                iterations=p.iterations,
+                repetitions=m.repetitions,
+                threads=p.session.threads,
+                flags=flags,
+                output_checksum_match=outputs_match[key],
+                throttled=throttled,
+                device_state_before=state_before,
+                device_state_after=state_after,
+                load_avg=tuple(os.getloadavg()),
+            )
+        )
+    return records
+
+
+def run(
+    suite_name: str | None = None,
+    *,
+    device: str | None = None,
+    twin: str | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    out: Path | None = None,
+    resume: Path | None = None,
+    max_minutes: float | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] = lambda done, total, what: None,
+) -> RunDir:
+    """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
+    from bench.store import RESULTS
+    from models.checkpoint import train_or_load
+    from models.grid.cache import load_grid
+    from models.registry import get_twin
+
+    if resume is not None:
+        run_dir = RunDir.open(resume)
+        saved = run_dir.read_json("plan.json")
+        suite = load_suite(saved["suite"])
+        plan = RunPlan(
+            saved["suite"], saved["device"], tuple(saved["twins"]), tuple(saved["runtimes"]), saved["threads"]
+        )
+        run_id = saved["run_id"]
+    else:
+        if suite_name is None:
+            raise ConfigError("give --suite (or --resume RUN)")
+        suite = load_suite(suite_name)
+        plan = make_plan(suite, device, twin, runtime, threads)
+        run_id = new_run_id(suite.name)
+    cells = plan.cells(suite)
+    done = {r.cell_key for r in (run_dir.records() if resume is not None else [])}
+    todo = [c for c in cells if c.key not in done]
+    groups = list(dict.fromkeys((c.grid, c.twin) for c in todo))
+    eta = estimate_seconds(suite, len(todo), len(groups))
+    log(f"{len(cells)} cells ({len(done)} done, {len(todo)} to measure) in {len(groups)} groups; "
+        f"estimated {eta / 60:.1f} min")  # fmt: skip
+    if max_minutes is not None and eta > 60 * max_minutes:
+        raise TwinbenchError(
+            f"the plan needs about {eta / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
+            "narrow it with --twin/--runtime or run it in parts with --resume"
+        )
+    if resume is None:
+        run_dir = RunDir.create(out or RESULTS / "runs", run_id)
+        run_dir.write_json("plan.json", {"run_id": run_id, **asdict(plan), "cells": [c.key for c in cells]})
+
+    torch.set_num_threads(plan.threads)
+    sync = torch.cuda.synchronize if plan.device == "cuda" else (lambda: None)
+    choice = choose_meter(plan.device, sync=sync)
+    env = environment.capture(plan.device, plan.threads, choice.why)
+    run_dir.write_json("environment.json", env)
+    log(f"energy meter: {choice.why}")
+    workdir = run_dir.path / "artifacts"
+    workdir.mkdir(exist_ok=True)
+    finished = len(done)
+    for grid_name, twin_name in groups:
+        cls = get_twin(twin_name)
+        twin_obj = cls(load_grid(grid_name), cls.config_for(suite.model_size))
+        model, _, _ = train_or_load(twin_obj, log=log)
+        group = [c for c in todo if (c.grid, c.twin) == (grid_name, twin_name)]
+
+        on_cell = functools.partial(lambda done, what: progress(done, len(cells), what), finished)
+        records = measure_group(twin_obj, model, group, suite, plan, run_id, workdir, choice.meter, env, on_cell)
+        for record in records:
+            run_dir.append(record)
+        append_history(records, run_dir.path.parent.parent / "history.sqlite")  # results/history.sqlite
+        finished += len(group)
+        progress(finished, len(cells), f"done {twin_name}")
+    return run_dir

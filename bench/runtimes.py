@@ -1,0 +1,155 @@
+"""Runtimes: how a variant's inference module is executed, registered by name.
+
+A runtime turns a torch module into a `Session`: `predict(*numpy) -> numpy` for the accuracy pass,
+and `bind(*numpy)` -> a step function that runs one inference on inputs already staged on the
+device (the timed and metered thing). Where a runtime cannot run here it raises `Unsupported`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.errors import UnknownNameError
+
+
+class Unsupported(Exception):
+    """This runtime (or pass) cannot run here; the reason goes into the record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Session:
+    runtime: str
+    device: str
+    predict: Callable[..., np.ndarray]  # numpy in, numpy out
+    bind: Callable[..., Callable[[], object]]  # stage inputs; returns step() -> device output
+    to_numpy: Callable[[object], np.ndarray]
+    sync: Callable[[], None]
+    threads: int
+    artifact_path: str | None = None
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    device: str  # cpu | cuda
+    threads: int
+    workdir: Path  # where exported artifacts go
+    twin: object  # models.registry.Twin
+
+
+_RUNTIMES: dict[str, Callable[[torch.nn.Module, RuntimeContext], Session]] = {}
+
+
+def register_runtime(name: str):
+    def wrap(fn):
+        _RUNTIMES[name] = fn
+        return fn
+
+    return wrap
+
+
+def runtime_names() -> list[str]:
+    return sorted(_RUNTIMES)
+
+
+def make_session(name: str, model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    if name not in _RUNTIMES:
+        raise UnknownNameError("runtime", name, runtime_names())
+    return _RUNTIMES[name](model, ctx)
+
+
+def _sync_for(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def _torch_session(name: str, module, model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    device = torch.device(ctx.device)
+    torch.set_num_threads(ctx.threads)
+
+    def stage(*inputs: np.ndarray):
+        return tuple(torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in inputs)
+
+    def predict(*inputs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(*stage(*inputs)).cpu().numpy()
+
+    def bind(*inputs: np.ndarray):
+        staged = stage(*inputs)
+
+        def step():
+            with torch.inference_mode():
+                return module(*staged)
+
+        return step
+
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return Session(
+        name, ctx.device, predict, bind, lambda out: out.cpu().numpy(), _sync_for(ctx.device), ctx.threads, None, size
+    )
+
+
+@register_runtime("torch-eager")
+def torch_eager(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    model = model.to(ctx.device).eval()
+    return _torch_session("torch-eager", model, model, ctx)
+
+
+@register_runtime("torch-compile")
+def torch_compile(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    model = model.to(ctx.device).eval()
+    return _torch_session("torch-compile", torch.compile(model, dynamic=False), model, ctx)
+
+
+@register_runtime("torch-compile-cudagraphs")
+def torch_compile_cudagraphs(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    if ctx.device != "cuda":
+        raise Unsupported("CUDA graphs (torch.compile mode='reduce-overhead') need a CUDA device")
+    model = model.to(ctx.device).eval()
+    compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
+    return _torch_session("torch-compile-cudagraphs", compiled, model, ctx)
+
+
+@register_runtime("onnxruntime")
+def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+
+    twin = ctx.twin
+    path = ctx.workdir / f"{twin.name}.onnx"
+    if not path.exists():  # one export serves every batch size (dynamic batch axis)
+        export_onnx(model.cpu().eval(), twin.example_inputs(2), twin.input_names, twin.output_name, path)
+    providers = ["CPUExecutionProvider"]
+    if ctx.device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise Unsupported("this onnxruntime build has no CUDAExecutionProvider (CPU-only wheel)")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ctx.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    names = [i.name for i in session.get_inputs()]
+
+    def predict(*inputs: np.ndarray) -> np.ndarray:
+        return session.run(None, dict(zip(names, inputs, strict=True)))[0]
+
+    def bind(*inputs: np.ndarray):
+        feed = {n: np.ascontiguousarray(x) for n, x in zip(names, inputs, strict=True)}
+        return lambda: session.run(None, feed)[0]
+
+    size = sum(p.stat().st_size for p in path.parent.glob(f"{path.name}*"))  # external data included
+    return Session("onnxruntime", ctx.device, predict, bind, np.asarray, lambda: None, ctx.threads, str(path), size)
+
+
+def default_threads() -> int:
+    return int(os.environ.get("TWINBENCH_THREADS", os.cpu_count() or 1))

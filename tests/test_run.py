@@ -1,0 +1,98 @@
+"""End to end: `twinbench run --suite smoke` on CPU, interrupted and resumed, and its bad inputs."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.meters import choose_meter
+from bench.runner import run
+from bench.store import RunDir
+
+TWINS = {"sensor-transformer", "grid-gnn", "diffusion-forecaster"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, smoke_grid):
+    """A smoke run interrupted (Ctrl-C) after its first twin, then resumed to the end."""
+    out = tmp_path_factory.mktemp("runs")
+
+    def interrupt_after_first_twin(done, total, what):
+        if what == "done sensor-transformer":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("smoke", out=out, log=lambda m: None, progress=interrupt_after_first_twin)
+    (path,) = list(out.iterdir())
+    after_interrupt = RunDir.open(path).records()
+    run(resume=path, log=lambda m: None)
+    return path, after_interrupt
+
+
+def test_interrupt_keeps_finished_cells_and_resume_completes(smoke_run):
+    path, after_interrupt = smoke_run
+    assert {r.twin for r in after_interrupt} == {"sensor-transformer"} and len(after_interrupt) == 4
+    records = RunDir.open(path).records()
+    keys = [r.cell_key for r in records]
+    assert len(keys) == len(set(keys)) == 12  # 3 twins x 2 runtimes x 2 batch sizes, each once
+    assert {r.twin for r in records} == TWINS
+
+
+def test_smoke_records_are_valid_and_honest(smoke_run):
+    path, _ = smoke_run
+    records = RunDir.open(path).records()
+    source = choose_meter("cpu").meter.source  # 'estimate' here: no RAPL on this machine
+    for r in records:
+        assert r.status == "ok", r.status_reason
+        assert r.runtime in ("torch-eager", "onnxruntime") and r.device == "cpu"
+        assert r.energy_source == source and r.energy_j_per_inference > 0
+        assert r.energy_ci95_low <= r.energy_j_per_inference <= r.energy_ci95_high
+        assert r.energy_cv is not None and r.repetitions == 3 and r.iterations >= 1
+        assert "short_window" in r.flags  # 0.2 s windows
+        assert r.output_checksum_match is True  # what was measured is what was evaluated
+        assert 0 < r.latency_ms_p50 <= r.latency_ms_p99 and r.throughput_per_s > 0
+        assert r.params > 0 and r.size_bytes > 0 and r.peak_memory_mb > 0 and r.threads >= 1
+        assert r.quality_ref_value > 0 and r.quality_metric in r.quality_metrics
+        if r.runtime == "torch-eager":
+            assert r.quality_loss_pct == 0.0 and r.artifact_path is None
+        else:  # fp32 ONNX Runtime: the same quality up to float rounding
+            assert abs(r.quality_loss_pct) < 0.01
+            assert r.artifact_path.endswith(f"{r.twin}.onnx") and Path(r.artifact_path).is_file()
+    assert any(r.flops_per_inference for r in records)
+    env = json.loads((path / "environment.json").read_text())
+    assert env["energy_meter"].startswith(source) and env["libraries"]["torch"] and env["cpu_cores"] >= 1
+    with sqlite3.connect(path.parent.parent / "history.sqlite") as con:
+        rows = con.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT cell_key) FROM records WHERE run_id = ?", (path.name,)
+        ).fetchone()
+    assert rows == (12, 12)
+
+
+def test_runtime_that_cannot_run_here_is_an_unsupported_record(tmp_path, smoke_grid, capsys):
+    argv = "run --suite smoke --twin grid-gnn --runtime torch-compile-cudagraphs --out".split()
+    code = main([*argv, str(tmp_path)])
+    assert code == 0
+    (path,) = list(tmp_path.iterdir())
+    records = RunDir.open(path).records()
+    assert len(records) == 2
+    for r in records:
+        assert r.status == "unsupported" and "CUDA" in r.status_reason
+        assert r.energy_j_per_inference is None and r.energy_source == "none"
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["run", "--suite", "smoke", "--max-minutes", "0.05"], 1, "more than --max-minutes"),
+        (["run", "--suite", "smoke", "--device", "cuda"], 2, "CUDA is not available"),
+        (["run", "--suite", "smoke", "--runtime", "tensorrt"], 2, "valid runtimes"),
+        (["run", "--suite", "nope"], 2, "valid suites"),
+        (["run", "--resume", "/nonexistent/run"], 1, "not a twinbench run"),
+    ],
+)
+def test_bad_run_input_is_a_clear_error_and_writes_nothing(tmp_path, argv, code, message, capsys):
+    assert main([*argv, "--out", str(tmp_path)]) == code
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
