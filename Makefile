@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbench-installed
 SUITE ?= smoke
 
-.PHONY: setup test data bench bench-smoke bench-data lint clean
+.PHONY: setup test data bench bench-smoke bench-data bench-harness lint clean
 
 setup: $(STAMP)
 
@@ -28,14 +28,20 @@ data: setup
 bench: setup
 	@suite=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'default')"); \
 	echo "bench suite: $$suite"; \
-	$(VENV)/bin/twinbench data --suite $$suite && $(VENV)/bin/twinbench train --suite $$suite
+	$(VENV)/bin/twinbench data --suite $$suite && $(VENV)/bin/twinbench train --suite $$suite && \
+	$(VENV)/bin/twinbench run --suite $$suite
 
 bench-smoke: setup
-	$(VENV)/bin/twinbench data --suite smoke && $(VENV)/bin/twinbench train --suite smoke
+	$(VENV)/bin/twinbench data --suite smoke && $(VENV)/bin/twinbench train --suite smoke && \
+	$(VENV)/bin/twinbench run --suite smoke
 
 # Cold build, warm load and size of the smoke cache (prints numbers; not a timed test).
 bench-data: setup
 	$(PY) tests/benchmarks/data_cache.py
+
+# Harness overhead: the harness's p50 latency over a bare ONNX Runtime session (prints the ratio).
+bench-harness: setup
+	$(PY) -m pytest -o addopts="" -p no:cacheprovider -s tests/benchmarks --benchmark-enable
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -182,6 +182,8 @@ class _Prepared:
 
 def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path, seed: int) -> _Prepared:
     ctx = RuntimeContext(device=cell.device, threads=plan.threads, workdir=workdir, twin=twin)
+    if cell.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     session = make_session(cell.runtime, copy.deepcopy(model), ctx)
     quality = twin.evaluate(session.predict, "test")
     inputs = twin.example_inputs(cell.batch_size, seed)
@@ -205,7 +207,7 @@ def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path
         timings.append(time.perf_counter() - t0)
     if cell.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
+    else:  # the process's resident set after the timing pass (framework included)
         peak = psutil.Process().memory_info().rss / 2**20
     return _Prepared(cell, session, quality, step, reference_output, iterations, percentiles_ms(timings), peak)
 
@@ -251,7 +253,9 @@ def measure_group(
     seconds = {p.cell.key: [] for p in prepared}
     outputs_match = {p.cell.key: True for p in prepared}
     idle_w = []
-    state_before = environment.gpu_state() if plan.device == "cuda" else {}
+    # Device state (clocks, temperature, power limit, throttling) around each cell's windows.
+    state_of = environment.gpu_state if plan.device == "cuda" else dict
+    state_before, state_after = {}, {}
     for rep in range(m.repetitions):
         on_cell(f"idle window {rep + 1}/{m.repetitions}")
         meter.begin("idle")
@@ -262,11 +266,14 @@ def measure_group(
         for p in rng.sample(prepared, len(prepared)):
             time.sleep(rng.uniform(0.0, 0.05))
             on_cell(f"window {rep + 1}/{m.repetitions} {p.cell.key}")
+            if rep == 0:
+                state_before[p.cell.key] = state_of()
             reading, out = _window(meter, p.cell.key, p.step, p.iterations)
+            if rep == m.repetitions - 1:
+                state_after[p.cell.key] = state_of()
             outputs_match[p.cell.key] &= _checksum_match(p.session.to_numpy(out), p.reference_output)
             seconds[p.cell.key].append(reading.seconds)
             energy[p.cell.key].append(reading.joules)
-    state_after = environment.gpu_state() if plan.device == "cuda" else {}
 
     records = list(failed)
     idle_power = float(np.median(idle_w)) if idle_w else None
@@ -279,14 +286,15 @@ def measure_group(
         source = meter.source if measured else "none"
         stats = summarize([j / n for j in joules]) if measured else None
         avg_power = float(np.median([j / s for j, s in zip(joules, seconds[key], strict=True)])) if measured else None
-        throttled = bool(state_before.get("throttled") or state_after.get("throttled")) if state_before else None
+        before, after = state_before[key], state_after[key]
+        throttled = bool(before.get("throttled") or after.get("throttled")) if before else None
         flags = validity_flags(
             window_s=m.window_s,
             cv=stats.cv if stats else None,
             source=source,
             avg_power_w=avg_power,
             idle_power_w=idle_power,
-            power_limit_w=state_before.get("power_limit_w"),
+            power_limit_w=before.get("power_limit_w"),
             throttled=throttled,
             outputs_match=outputs_match[key],
         )
@@ -337,8 +345,8 @@ def measure_group(
                 flags=flags,
                 output_checksum_match=outputs_match[key],
                 throttled=throttled,
-                device_state_before=state_before,
-                device_state_after=state_after,
+                device_state_before=before,
+                device_state_after=after,
                 load_avg=tuple(os.getloadavg()),
             )
         )

@@ -60,6 +60,17 @@ def cosine_alpha_bar(steps: int) -> Tensor:
     return alpha_bar.clamp(1e-5, 0.9999).float()
 
 
+def ddim_timesteps(train_steps: int, sample_steps: int) -> tuple[int, ...]:
+    """DDIM's descending subsequence of the training steps, from pure noise (T-1) down to 0.
+
+    Plain Python on purpose: the unrolled sampling loop is traced by torch.compile and the ONNX
+    exporter, and must see constants, not array code."""
+    if sample_steps == 1:
+        return (train_steps - 1,)
+    points = {round((train_steps - 1) * (1 - i / (sample_steps - 1))) for i in range(sample_steps)}
+    return tuple(sorted(points, reverse=True))
+
+
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
@@ -117,7 +128,7 @@ class DiffusionForecaster(torch.nn.Module):
         # The model forecasts the change from the last observed state, scaled per node.
         self.register_buffer("delta_std", torch.as_tensor(delta_std, dtype=torch.float32))
         self.register_buffer("alpha_bar", cosine_alpha_bar(cfg.train_steps))
-        self.sample_steps = cfg.sample_steps
+        self.timesteps = ddim_timesteps(cfg.train_steps, cfg.sample_steps)
         h = cfg.hidden
         self.encoder = torch.nn.Sequential(
             torch.nn.Conv1d(3 * n, h, 5, padding=2),
@@ -141,15 +152,10 @@ class DiffusionForecaster(torch.nn.Module):
         """(B, H, N) future vm -> (B, N, H) normalised change from the last observed vm."""
         return ((future_vm - history[:, -1:, :, 0]) / self.delta_std).transpose(1, 2)
 
-    def timesteps(self) -> list[int]:
-        """DDIM's descending subsequence of the training steps, from pure noise (T-1) down to 0."""
-        steps = len(self.alpha_bar)
-        return sorted({round(x) for x in np.linspace(steps - 1, 0, self.sample_steps)}, reverse=True)
-
     def forward(self, history: Tensor, calendar: Tensor, noise: Tensor) -> Tensor:
         context = self.encode(history, calendar)
         x = noise
-        timesteps = self.timesteps()
+        timesteps = self.timesteps
         for i, t in enumerate(timesteps):
             a_t = self.alpha_bar[t]
             t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
