@@ -25,6 +25,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         suite = load_suite(name)
         grids.update(suite.grids)
         print(f"  {name:22} {suite.description}")
+    from bench.runtimes import runtime_names
+
+    print(f"runtimes: {', '.join(runtime_names())} (`twinbench env`: which run here, and the energy meters)")
     print(f"grids (cache: {cache_root()}):")
     for grid in sorted(grids):
         if not (grid_dir(grid) / "manifest.json").exists():
