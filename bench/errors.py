@@ -16,7 +16,8 @@ class UnknownNameError(TwinbenchError):
 
     def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
-        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+        plural = kind + ("es" if kind.endswith("s") else "s")
+        super().__init__(f"unknown {kind} {name!r}; valid {plural}: {', '.join(self.valid)}")
 
 
 class ConfigError(TwinbenchError):
@@ -31,3 +32,14 @@ class DataError(TwinbenchError):
 
 class CacheError(DataError):
     """A cache that is missing, corrupt or stale and must not be used as it is."""
+
+
+class Unsupported(Exception):
+    """A pass or runtime that cannot run here (missing library, needs CUDA, unsupported op).
+
+    Not an error: the runner turns it into a record with status="unsupported" and this reason.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

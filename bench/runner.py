@@ -21,7 +21,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,14 @@ import psutil
 import torch
 
 from bench import environment
-from bench.errors import ConfigError, TwinbenchError
+from bench.errors import ConfigError, TwinbenchError, Unsupported
 from bench.meters import Meter, choose_meter
 from bench.records import Record
-from bench.runtimes import RuntimeContext, Session, Unsupported, default_threads, make_session, runtime_names
+from bench.runtimes import RuntimeContext, Session, default_threads, make_session, runtime_names
 from bench.stats import percentiles_ms, summarize
 from bench.store import RunDir, append_history, new_run_id
 from bench.suites import Suite, load_suite
+from compress.base import PassContext, Variant
 
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
@@ -58,13 +59,18 @@ DEVICE_PEAKS = {
 class Cell:
     grid: str
     twin: str
+    variant: Variant
     runtime: str
     batch_size: int
     device: str
 
     @property
-    def key(self) -> str:  # same shape as Record.cell_key for the reference variant
-        return f"{self.grid}/{self.twin}/reference/{self.runtime}/{self.device}/bs{self.batch_size}"
+    def key(self) -> str:  # the same as Record.cell_key
+        return f"{self.grid}/{self.twin}/{self.variant.id}/{self.runtime}/{self.device}/bs{self.batch_size}"
+
+    @property
+    def target(self) -> str:  # which model of the variant this runtime runs
+        return "onnx" if self.runtime == "onnxruntime" else "torch"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class RunPlan:
     twins: tuple[str, ...]
     runtimes: tuple[str, ...]
     threads: int
+    variants: tuple[Variant, ...] = (Variant(),)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -83,9 +90,10 @@ class RunPlan:
 
     def cells(self, suite: Suite) -> list[Cell]:
         return [
-            Cell(grid, twin, runtime, batch, self.device)
+            Cell(grid, twin, variant, runtime, batch, self.device)
             for grid in suite.grids
             for twin in self.twins
+            for variant in self.variants
             for runtime in self.runtimes
             for batch in suite.measure.batch_sizes
         ]
@@ -107,7 +115,10 @@ def make_plan(suite: Suite, device: str | None, twin: str | None, runtime: str |
             from bench.errors import UnknownNameError
 
             raise UnknownNameError("runtime", name, runtime_names())
-    return RunPlan(suite.name, device, (twin,) if twin else suite.twins, tuple(runtimes), threads or default_threads())
+    twins = (twin,) if twin else suite.twins
+    return RunPlan(
+        suite.name, device, twins, tuple(runtimes), threads or default_threads(), (Variant(), *suite.variants)
+    )
 
 
 def estimate_seconds(suite: Suite, n_cells: int, n_groups: int) -> float:
@@ -181,7 +192,13 @@ class _Prepared:
 
 
 def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path, seed: int) -> _Prepared:
-    ctx = RuntimeContext(device=cell.device, threads=plan.threads, workdir=workdir, twin=twin)
+    """`model` is the variant's model for this cell's target (torch or onnx)."""
+    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target)
+    ctx = RuntimeContext(
+        device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
+        artifact_stem=f"{twin.name}-{cell.variant.id}",
+        rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
+    )  # fmt: skip
     if cell.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     session = make_session(cell.runtime, copy.deepcopy(model), ctx)
@@ -230,23 +247,34 @@ def measure_group(
 
     m = suite.measure
     reference = twin.evaluate(torch_predict_fn(copy.deepcopy(model).cpu()), "test")  # fp32 eager reference
-    params = sum(p.numel() for p in model.parameters())
+    variant_models: dict[tuple[str, str], torch.nn.Module] = {}
+
+    def variant_model(cell: Cell) -> torch.nn.Module:
+        """The variant's model for the cell's target, built once (passes are deterministic)."""
+        key = (cell.variant.id, cell.target)
+        if key not in variant_models:
+            ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target)
+            variant_models[key] = cell.variant.build(model, ctx)
+        return variant_models[key]
+
+    def identity(cell: Cell) -> dict:
+        v = cell.variant
+        return dict(run_id=run_id, suite=suite.name, twin=twin.name, grid=twin.grid.grid, variant_id=v.id,
+                    variant_name=v.name, lineage=v.lineage, runtime=cell.runtime, device=cell.device,
+                    batch_size=cell.batch_size)  # fmt: skip
+
     prepared: list[_Prepared] = []
     failed: list[Record] = []
-    base = dict(run_id=run_id, suite=suite.name, twin=twin.name, grid=twin.grid.grid, variant_id="reference",
-                variant_name="reference (fp32)", lineage=(), params=params)  # fmt: skip
     for cell in cells:
         on_cell(f"prepare {cell.key}")
         try:
-            prepared.append(_prepare(cell, twin, model, suite, plan, workdir, seed))
+            prepared.append(_prepare(cell, twin, variant_model(cell), suite, plan, workdir, seed))
         except Unsupported as e:
-            failed.append(Record(**base, runtime=cell.runtime, device=cell.device, batch_size=cell.batch_size,
-                                 status="unsupported", status_reason=e.reason))  # fmt: skip
+            failed.append(Record(**identity(cell), status="unsupported", status_reason=e.reason))
         except (KeyboardInterrupt, TwinbenchError):
             raise
         except Exception as e:  # a cell that crashes is a record, not a lost run
-            failed.append(Record(**base, runtime=cell.runtime, device=cell.device, batch_size=cell.batch_size,
-                                 status="error", status_reason=f"{type(e).__name__}: {e}"))  # fmt: skip
+            failed.append(Record(**identity(cell), status="error", status_reason=f"{type(e).__name__}: {e}"))
 
     rng = random.Random(seed)
     energy = {p.cell.key: [] for p in prepared}
@@ -277,7 +305,7 @@ def measure_group(
 
     records = list(failed)
     idle_power = float(np.median(idle_w)) if idle_w else None
-    flops_cache: dict[int, float | None] = {}
+    flops_cache: dict[tuple[str, int], float | None] = {}
     for p in prepared:
         c, key = p.cell, p.cell.key
         n = p.iterations * c.batch_size
@@ -301,19 +329,18 @@ def measure_group(
         dynamic = None
         if stats and idle_power is not None:
             dynamic = float(np.median([(j - idle_power * s) / n for j, s in zip(joules, seconds[key], strict=True)]))
-        if c.batch_size not in flops_cache:
-            flops_cache[c.batch_size] = _flops_per_inference(
-                copy.deepcopy(model), twin.example_inputs(c.batch_size, seed)
-            )
-        flops = flops_cache[c.batch_size]
+        model_of_cell = variant_model(c)
+        if (c.variant.id, c.batch_size) not in flops_cache:
+            # Counted on the variant's torch model (for quantized ONNX: the fp32 graph it came from).
+            inputs = twin.example_inputs(c.batch_size, seed)
+            flops_cache[(c.variant.id, c.batch_size)] = _flops_per_inference(copy.deepcopy(model_of_cell), inputs)
+        flops = flops_cache[(c.variant.id, c.batch_size)]
         floor = _energy_floor(flops, env) if c.device == "cuda" else None
         q = p.quality
         records.append(
             Record(
-                **base,
-                runtime=c.runtime,
-                device=c.device,
-                batch_size=c.batch_size,
+                **identity(c),
+                params=sum(t.numel() for t in model_of_cell.parameters()),
                 artifact_path=p.session.artifact_path,
                 quality_metric=q.primary,
                 quality_value=q.value,
@@ -400,7 +427,13 @@ def run(
         )
     if resume is None:
         run_dir = RunDir.create(out or RESULTS / "runs", run_id)
-        run_dir.write_json("plan.json", {"run_id": run_id, **asdict(plan), "cells": [c.key for c in cells]})
+        saved = {
+            "run_id": run_id, "suite": plan.suite, "device": plan.device, "twins": list(plan.twins),
+            "runtimes": list(plan.runtimes), "threads": plan.threads,
+            "variants": [[{"pass": p.name, **p.params} for p in v.chain] for v in plan.variants],
+            "cells": [c.key for c in cells],
+        }  # fmt: skip
+        run_dir.write_json("plan.json", saved)
 
     torch.set_num_threads(plan.threads)
     sync = torch.cuda.synchronize if plan.device == "cuda" else (lambda: None)

@@ -15,15 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import UnknownNameError
-
-
-class Unsupported(Exception):
-    """This runtime (or pass) cannot run here; the reason goes into the record."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from bench.errors import UnknownNameError, Unsupported
 
 
 @dataclass
@@ -45,6 +37,8 @@ class RuntimeContext:
     threads: int
     workdir: Path  # where exported artifacts go
     twin: object  # models.registry.Twin
+    artifact_stem: str = ""  # file name of this variant's exports (default: the twin's name)
+    rewrite_onnx: Callable[[Path], Path] = lambda path: path  # the variant's ONNX-level passes
 
 
 _RUNTIMES: dict[str, Callable[[torch.nn.Module, RuntimeContext], Session]] = {}
@@ -126,9 +120,10 @@ def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     from models.export import export_onnx
 
     twin = ctx.twin
-    path = ctx.workdir / f"{twin.name}.onnx"
-    if not path.exists():  # one export serves every batch size (dynamic batch axis)
-        export_onnx(model.cpu().eval(), twin.example_inputs(2), twin.input_names, twin.output_name, path)
+    exported = ctx.workdir / f"{ctx.artifact_stem or twin.name}.onnx"
+    if not exported.exists():  # one export serves every batch size (dynamic batch axis)
+        export_onnx(model.cpu().eval(), twin.example_inputs(2), twin.input_names, twin.output_name, exported)
+    path = ctx.rewrite_onnx(exported)
     providers = ["CPUExecutionProvider"]
     if ctx.device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -40,6 +40,7 @@ class Suite:
     grids: tuple[str, ...]
     twins: tuple[str, ...]
     measure: MeasureConfig
+    variants: tuple = ()  # compress.base.Variant chains besides the reference (always measured)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -62,6 +63,7 @@ def load_suite(name: str) -> Suite:
     try:
         raw = tomllib.loads(path.read_text())
         measure = raw.pop("measure")
+        variant_specs = raw.pop("variant", [])
         suite = Suite(
             name=name,
             description=raw.pop("description"),
@@ -75,6 +77,7 @@ def load_suite(name: str) -> Suite:
                 batch_sizes=tuple(measure.pop("batch_sizes")),
                 runtimes=tuple(measure.pop("runtimes")),
             ),
+            variants=tuple(_variant(v, path) for v in variant_specs),
         )
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
@@ -89,6 +92,14 @@ def load_suite(name: str) -> Suite:
         if twin not in twin_names():
             raise UnknownNameError("twin", twin, twin_names())
     return suite
+
+
+def _variant(spec: dict, path: Path):
+    from compress.base import parse_variant
+
+    if set(spec) != {"chain"} or not spec["chain"]:
+        raise ConfigError(f"{path}: each [[variant]] needs exactly a non-empty `chain`, got {spec}")
+    return parse_variant(spec["chain"])
 
 
 def known_grids() -> list[str]:

@@ -1,0 +1,1 @@
+"""Compression passes: one module per family, each pass registered with `@register_pass`."""

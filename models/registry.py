@@ -109,11 +109,11 @@ def register_twin(cls: type[Twin]) -> type[Twin]:
 
 
 def twins() -> dict[str, type[Twin]]:
-    if not _TWINS:
-        import models.twins
+    # Import every twin module (importing one directly must not hide the others).
+    import models.twins
 
-        for module in pkgutil.iter_modules(models.twins.__path__):
-            importlib.import_module(f"models.twins.{module.name}")
+    for module in pkgutil.iter_modules(models.twins.__path__):
+        importlib.import_module(f"models.twins.{module.name}")
     return dict(_TWINS)
 
 

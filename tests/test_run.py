@@ -59,7 +59,7 @@ def test_smoke_records_are_valid_and_honest(smoke_run):
             assert r.quality_loss_pct == 0.0 and r.artifact_path is None
         else:  # fp32 ONNX Runtime: the same quality up to float rounding
             assert abs(r.quality_loss_pct) < 0.01
-            assert r.artifact_path.endswith(f"{r.twin}.onnx") and Path(r.artifact_path).is_file()
+            assert r.artifact_path.endswith(f"{r.twin}-{r.variant_id}.onnx") and Path(r.artifact_path).is_file()
     assert any(r.flops_per_inference for r in records)
     env = json.loads((path / "environment.json").read_text())
     assert env["energy_meter"].startswith(source) and env["libraries"]["torch"] and env["cpu_cores"] >= 1

@@ -1,0 +1,139 @@
+"""Compression passes and variants.
+
+A pass is a frozen config (validated in `__post_init__`) with `apply(model, ctx)`, which returns a
+new model and never mutates its input, and optionally `apply_onnx(path, ctx)`, which rewrites the
+exported ONNX model (ONNX Runtime's own quantizers work there). Either raises `Unsupported` where
+it cannot run here. A variant is a twin's reference model plus an ordered chain of passes; its id
+is a stable hash of the chain, and its lineage records each step's parent, pass and parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pkgutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from bench.errors import ConfigError, UnknownNameError
+
+_PASSES: dict[str, type[Pass]] = {}
+_NOT_PASS_MODULES = {"base"}
+
+
+TARGETS = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class PassContext:
+    twin: object  # models.registry.Twin (its data: calibration, fine-tuning)
+    device: str
+    workdir: Path
+    target: str  # "torch": the model torch runtimes run; "onnx": the model exported for ONNX Runtime
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}")
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: ClassVar[str]
+
+    def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        """A new model; the input is never modified."""
+        raise NotImplementedError
+
+    def apply_onnx(self, path: Path, ctx: PassContext) -> Path:
+        """The ONNX artifact of the variant; by default the export of `apply`'s model, unchanged."""
+        return path
+
+    @property
+    def params(self) -> dict:
+        return asdict(self)
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    if cls.name in _PASSES:
+        raise ValueError(f"pass {cls.name!r} registered twice")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def passes() -> dict[str, type[Pass]]:
+    # Import every pass module (importing one directly must not hide the others).
+    import compress
+
+    for module in pkgutil.iter_modules(compress.__path__):
+        if module.name not in _NOT_PASS_MODULES:
+            importlib.import_module(f"compress.{module.name}")
+    return dict(_PASSES)
+
+
+def make_pass(name: str, **params) -> Pass:
+    if name not in passes():
+        raise UnknownNameError("pass", name, sorted(passes()))
+    cls = passes()[name]
+    known = {f.name for f in fields(cls)}
+    if unknown := sorted(set(params) - known):
+        raise ConfigError(f"pass {name}: unknown parameters {unknown} (known: {sorted(known)})")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"pass {name}: {e}") from e
+
+
+@dataclass(frozen=True)
+class Variant:
+    chain: tuple[Pass, ...] = ()
+
+    @property
+    def id(self) -> str:
+        if not self.chain:
+            return "reference"
+        spec = [{"pass": p.name, **p.params} for p in self.chain]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        if not self.chain:
+            return "reference (fp32)"
+        return " -> ".join(f"{p.name}({', '.join(f'{k}={v}' for k, v in p.params.items())})" for p in self.chain)
+
+    @property
+    def lineage(self) -> tuple:
+        """(parent variant id, pass, params) per step, from the reference down to this variant."""
+        return tuple(
+            {
+                "parent": Variant(self.chain[:i]).id,
+                "pass": p.name,
+                "params": p.params,
+                "id": Variant(self.chain[: i + 1]).id,
+            }
+            for i, p in enumerate(self.chain)
+        )
+
+    def build(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        for p in self.chain:
+            model = p.apply(model, ctx)
+        return model
+
+    def rewrite_onnx(self, path: Path, ctx: PassContext) -> Path:
+        for p in self.chain:
+            path = p.apply_onnx(path, ctx)
+        return path
+
+
+def parse_variant(spec: list[dict]) -> Variant:
+    """A suite's `chain = [{pass = "...", param = value}, ...]` -> Variant."""
+    chain = []
+    for step in spec:
+        step = dict(step)
+        if "pass" not in step:
+            raise ConfigError(f"variant step {step} has no 'pass'")
+        chain.append(make_pass(step.pop("pass"), **step))
+    return Variant(tuple(chain))

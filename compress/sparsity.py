@@ -1,0 +1,40 @@
+"""Semi-structured (2:4) sparsity: two of every four weights zero, in a layout sparse tensor cores run."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from bench.errors import Unsupported
+from compress.base import Pass, PassContext, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Sparsity24(Pass):
+    name = "sparsity-2:4"
+
+    def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        if ctx.device != "cuda" or not torch.cuda.is_available():
+            raise Unsupported("2:4 semi-structured sparsity runs on CUDA sparse tensor cores (Ampere+) only")
+        if torch.cuda.get_device_capability() < (8, 0):
+            raise Unsupported("2:4 sparsity needs compute capability >= 8.0")
+        if ctx.target == "onnx":
+            raise Unsupported("ONNX Runtime here has no 2:4 sparse kernels")
+        from torch.sparse import to_sparse_semi_structured
+
+        model = copy.deepcopy(model)
+        for module in model.modules():
+            if (
+                isinstance(module, torch.nn.Linear)
+                and module.weight.shape[0] % 32 == 0
+                and module.weight.shape[1] % 64 == 0
+            ):
+                w = module.weight.detach()
+                groups = w.reshape(-1, 4)
+                keep = groups.abs().argsort(dim=1)[:, 2:]  # the two largest of every four
+                mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, keep, True).reshape(w.shape)
+                module.weight = torch.nn.Parameter(to_sparse_semi_structured((w * mask).half()), requires_grad=False)
+        return model
