@@ -29,7 +29,7 @@ import psutil
 import torch
 
 from bench import environment
-from bench.errors import ConfigError, TwinbenchError, Unsupported
+from bench.errors import ConfigError, TwinbenchError, UnknownNameError, Unsupported
 from bench.meters import Meter, choose_meter
 from bench.records import Record
 from bench.runtimes import RuntimeContext, Session, default_threads, make_session, runtime_names
@@ -112,8 +112,6 @@ def make_plan(suite: Suite, device: str | None, twin: str | None, runtime: str |
     runtimes = (runtime,) if runtime else suite.measure.runtimes
     for name in runtimes:
         if name not in runtime_names():
-            from bench.errors import UnknownNameError
-
             raise UnknownNameError("runtime", name, runtime_names())
     twins = (twin,) if twin else suite.twins
     return RunPlan(
@@ -215,18 +213,23 @@ def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path
     session.sync()
     per_iter = (time.perf_counter() - start) / n
     iterations = max(1, int(np.ceil(window / max(per_iter, 1e-7))))
-    # Latency pass: every iteration timed on its own, synchronised.
-    timings = []
-    for _ in range(max(10, min(iterations, 5000))):
-        t0 = time.perf_counter()
-        step()
-        session.sync()
-        timings.append(time.perf_counter() - t0)
+    latency = latency_pass(step, session.sync, max(10, min(iterations, 5000)))
     if cell.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:  # the process's resident set after the timing pass (framework included)
         peak = psutil.Process().memory_info().rss / 2**20
-    return _Prepared(cell, session, quality, step, reference_output, iterations, percentiles_ms(timings), peak)
+    return _Prepared(cell, session, quality, step, reference_output, iterations, latency, peak)
+
+
+def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:
+    """Every iteration timed on its own and synchronised: latency percentiles in ms."""
+    timings = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        timings.append(time.perf_counter() - t0)
+    return percentiles_ms(timings)
 
 
 def _window(meter: Meter, key: str, step: Callable[[], object], iterations: int):

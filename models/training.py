@@ -86,9 +86,3 @@ def fit(
         "stopped": stopped,
         "train_seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
-    """Shuffled index batches over n items."""
-    order = torch.randperm(n, generator=generator)
-    return order.split(batch_size)
