@@ -36,7 +36,7 @@ from bench.runtimes import RuntimeContext, Session, default_threads, make_sessio
 from bench.stats import percentiles_ms, summarize
 from bench.store import RunDir, append_history, new_run_id
 from bench.suites import Suite, load_suite
-from compress.base import PassContext, Variant
+from compress.base import PassContext, Variant, parse_variant
 
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
@@ -406,8 +406,9 @@ def run(
         run_dir = RunDir.open(resume)
         saved = run_dir.read_json("plan.json")
         suite = load_suite(saved["suite"])
+        variants = tuple(parse_variant(chain) for chain in saved["variants"])
         plan = RunPlan(
-            saved["suite"], saved["device"], tuple(saved["twins"]), tuple(saved["runtimes"]), saved["threads"]
+            saved["suite"], saved["device"], tuple(saved["twins"]), tuple(saved["runtimes"]), saved["threads"], variants
         )
         run_id = saved["run_id"]
     else:
@@ -442,7 +443,9 @@ def run(
     sync = torch.cuda.synchronize if plan.device == "cuda" else (lambda: None)
     choice = choose_meter(plan.device, sync=sync)
     env = environment.capture(plan.device, plan.threads, choice.why)
-    run_dir.write_json("environment.json", env)
+    # A resumed run keeps the environment it started in, and records the one it continued in.
+    env_name = "environment.json" if resume is None else f"environment.resumed-{new_run_id(plan.suite)}.json"
+    run_dir.write_json(env_name, env)
     log(f"energy meter: {choice.why}")
     workdir = run_dir.path / "artifacts"
     workdir.mkdir(exist_ok=True)

@@ -140,3 +140,6 @@ def test_run_measures_variants_and_records_unsupported_ones(tmp_path, monkeypatc
         torch_int8.status == "ok" or "torchao" in torch_int8.status_reason
     )
     assert np.isfinite(pruned.quality_loss_pct)
+    # A resumed run keeps its variants: nothing is left to measure.
+    assert main(["run", "--resume", str(path)]) == 0
+    assert len(RunDir.open(path).records()) == 8
