@@ -10,9 +10,7 @@ is a stable hash of the chain, and its lineage records each step's parent, pass 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import pkgutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
@@ -20,9 +18,9 @@ from typing import ClassVar
 import torch
 
 from bench.errors import ConfigError, UnknownNameError
+from bench.plugins import import_all
 
 _PASSES: dict[str, type[Pass]] = {}
-_NOT_PASS_MODULES = {"base"}
 
 
 TARGETS = ("torch", "onnx")
@@ -65,12 +63,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def passes() -> dict[str, type[Pass]]:
-    # Import every pass module (importing one directly must not hide the others).
-    import compress
-
-    for module in pkgutil.iter_modules(compress.__path__):
-        if module.name not in _NOT_PASS_MODULES:
-            importlib.import_module(f"compress.{module.name}")
+    import_all("compress", skip=frozenset({"base"}))
     return dict(_PASSES)
 
 

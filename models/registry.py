@@ -7,8 +7,6 @@ file. `twins()` imports the modules on first use.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from bench.errors import UnknownNameError
+from bench.plugins import import_all
 
 # A runtime-neutral inference function: numpy inputs in, numpy output out (torch, ONNX Runtime, ...).
 PredictFn = Callable[..., np.ndarray]
@@ -109,11 +108,7 @@ def register_twin(cls: type[Twin]) -> type[Twin]:
 
 
 def twins() -> dict[str, type[Twin]]:
-    # Import every twin module (importing one directly must not hide the others).
-    import models.twins
-
-    for module in pkgutil.iter_modules(models.twins.__path__):
-        importlib.import_module(f"models.twins.{module.name}")
+    import_all("models.twins")
     return dict(_TWINS)
 
 
