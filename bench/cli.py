@@ -155,7 +155,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    from rich.table import Table
 
     from bench.runner import run
 
@@ -176,39 +175,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             run_dir = run(
                 args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
-                out=args.out, resume=args.resume, max_minutes=args.max_minutes,
+                out=args.out, resume=args.resume, max_minutes=args.max_minutes, variants=args.variant,
                 log=lambda m: console.print(m, highlight=False), progress=progress,
             )  # fmt: skip
         except KeyboardInterrupt:
             console.print("interrupted: finished cells are in records.jsonl; continue with twinbench run --resume RUN")
             return 130
-    table = Table(title=f"run {run_dir.path}")
-    for column in (
-        "twin",
-        "runtime",
-        "batch",
-        "status",
-        "quality",
-        "loss %",
-        "J/inference",
-        "source",
-        "p50 ms",
-        "flags",
-    ):
-        table.add_column(column)
-    for r in run_dir.records():
-        energy = (
-            "-"
-            if r.energy_j_per_inference is None
-            else f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
-        )
-        quality = "-" if r.quality_value is None else f"{r.quality_metric} {r.quality_value:.4g}"
-        table.add_row(
-            r.twin, r.runtime, str(r.batch_size), r.status if r.status == "ok" else f"{r.status}: {r.status_reason[:40]}",
-            quality, "-" if r.quality_loss_pct is None else f"{r.quality_loss_pct:+.2f}", energy, r.energy_source,
-            "-" if r.latency_ms_p50 is None else f"{r.latency_ms_p50:.3g}", ",".join(r.flags),
-        )  # fmt: skip
-    Console(width=max(Console().width, 160)).print(table)
+    print((run_dir.path / "summary.md").read_text())
     print(f"records: {run_dir.records_path}")
     return 0
 
@@ -271,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
     run.add_argument("--max-minutes", type=float, help="refuse a plan estimated to take longer")
+    run.add_argument(
+        "--variant", action="append", metavar="SEL",
+        help="only these of the suite's variants (repeatable): a variant id or a pass name; the reference "
+        "is always measured ('--variant reference': only it)",
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     env = commands.add_parser("env", help="the device, the energy meters available here and why others are not")

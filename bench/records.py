@@ -57,6 +57,7 @@ class Record:
     params: int | None = None
     size_bytes: int | None = None
     flops_per_inference: float | None = None
+    model_info: dict = field(default_factory=dict)  # what the twin says about the model (sampling steps)
     # validity
     window_s: float | None = None
     iterations: int | None = None

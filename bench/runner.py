@@ -19,6 +19,7 @@ import copy
 import functools
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import numpy as np
 import psutil
 import torch
 
-from bench import environment
+from bench import environment, report, summary
 from bench.errors import ConfigError, TwinbenchError, UnknownNameError, Unsupported
 from bench.meters import Meter, choose_meter
 from bench.records import Record
@@ -99,7 +100,22 @@ class RunPlan:
         ]
 
 
-def make_plan(suite: Suite, device: str | None, twin: str | None, runtime: str | None, threads: int | None) -> RunPlan:
+def select_variants(variants: tuple[Variant, ...], selectors: list[str] | None) -> tuple[Variant, ...]:
+    """The suite's variants a run measures: all of them, or those named by `selectors` (a variant
+    id, or a pass name: every variant whose chain uses it; 'reference' alone: none of them)."""
+    if selectors is None:
+        return variants
+    known = {"reference"} | {v.id for v in variants} | {p.name for v in variants for p in v.chain}
+    for s in selectors:
+        if s not in known:
+            raise UnknownNameError("variant selector", s, sorted(known))
+    return tuple(v for v in variants if v.id in selectors or any(p.name in selectors for p in v.chain))
+
+
+def make_plan(
+    suite: Suite, device: str | None, twin: str | None, runtime: str | None, threads: int | None,
+    variants: list[str] | None = None,
+) -> RunPlan:  # fmt: skip
     from models.registry import get_twin
 
     device = device or suite.device
@@ -114,9 +130,8 @@ def make_plan(suite: Suite, device: str | None, twin: str | None, runtime: str |
         if name not in runtime_names():
             raise UnknownNameError("runtime", name, runtime_names())
     twins = (twin,) if twin else suite.twins
-    return RunPlan(
-        suite.name, device, twins, tuple(runtimes), threads or default_threads(), (Variant(), *suite.variants)
-    )
+    chosen = select_variants(suite.variants, variants)
+    return RunPlan(suite.name, device, twins, tuple(runtimes), threads or default_threads(), (Variant(), *chosen))
 
 
 def estimate_seconds(suite: Suite, n_cells: int, n_groups: int) -> float:
@@ -150,6 +165,12 @@ def validity_flags(
     if not outputs_match:
         flags.append("checksum_mismatch")
     return tuple(flags)
+
+
+def _error_reason(e: Exception) -> str:
+    """An exception as a record's reason: without terminal colours, at most 2000 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(e).__name__}: {e}")
+    return text[:2000]
 
 
 def _checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
@@ -189,18 +210,22 @@ class _Prepared:
     peak_memory_mb: float
 
 
-def _prepare(cell: Cell, twin, model, suite: Suite, plan: RunPlan, workdir: Path, seed: int) -> _Prepared:
-    """`model` is the variant's model for this cell's target (torch or onnx)."""
-    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target)
+def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]):
+    """The session of a (variant, runtime) and its quality on the test split, evaluated on that
+    very session: shared by the cell's batch sizes."""
+    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
     ctx = RuntimeContext(
         device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
         artifact_stem=f"{twin.name}-{cell.variant.id}",
         rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
     )  # fmt: skip
+    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
+    return session, twin.evaluate(session.predict, "test")
+
+
+def _prepare(cell: Cell, twin, session: Session, quality, suite: Suite, seed: int) -> _Prepared:
     if cell.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
-    quality = twin.evaluate(session.predict, "test")
     inputs = twin.example_inputs(cell.batch_size, seed)
     reference_output = session.predict(*inputs)
     step = session.bind(*inputs)
@@ -243,7 +268,7 @@ def _window(meter: Meter, key: str, step: Callable[[], object], iterations: int)
 
 def measure_group(
     twin, model, cells: list[Cell], suite: Suite, plan: RunPlan, run_id: str, workdir: Path, meter: Meter, env: dict,
-    on_cell: Callable[[str], None] = lambda s: None, seed: int = 0,
+    on_cell: Callable[[str], None] = lambda s: None, seed: int = 0, log: Callable[[str], None] = lambda s: None,
 ) -> list[Record]:  # fmt: skip
     """Measure every cell of one twin; returns one record per cell (ok, unsupported or error)."""
     from models.export import torch_predict_fn
@@ -256,9 +281,24 @@ def measure_group(
         """The variant's model for the cell's target, built once (passes are deterministic)."""
         key = (cell.variant.id, cell.target)
         if key not in variant_models:
-            ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target)
+            ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
             variant_models[key] = cell.variant.build(model, ctx)
         return variant_models[key]
+
+    sessions: dict[tuple[str, str], tuple] = {}  # (variant id, runtime) -> (session, quality)
+
+    def session_of(cell: Cell):
+        key = (cell.variant.id, cell.runtime)
+        if key not in sessions:
+            try:
+                sessions[key] = _open_session(cell, twin, variant_model(cell), plan, workdir, log)
+            except (KeyboardInterrupt, TwinbenchError):
+                raise
+            except Exception as e:  # remembered: the other batch sizes get the same record
+                sessions[key] = e
+        if isinstance(sessions[key], Exception):
+            raise sessions[key]
+        return sessions[key]
 
     def identity(cell: Cell) -> dict:
         v = cell.variant
@@ -271,13 +311,13 @@ def measure_group(
     for cell in cells:
         on_cell(f"prepare {cell.key}")
         try:
-            prepared.append(_prepare(cell, twin, variant_model(cell), suite, plan, workdir, seed))
+            prepared.append(_prepare(cell, twin, *session_of(cell), suite, seed))
         except Unsupported as e:
             failed.append(Record(**identity(cell), status="unsupported", status_reason=e.reason))
         except (KeyboardInterrupt, TwinbenchError):
             raise
         except Exception as e:  # a cell that crashes is a record, not a lost run
-            failed.append(Record(**identity(cell), status="error", status_reason=f"{type(e).__name__}: {e}"))
+            failed.append(Record(**identity(cell), status="error", status_reason=_error_reason(e)))
 
     rng = random.Random(seed)
     energy = {p.cell.key: [] for p in prepared}
@@ -368,6 +408,7 @@ def measure_group(
                 peak_memory_mb=p.peak_memory_mb,
                 size_bytes=p.session.size_bytes,
                 flops_per_inference=flops,
+                model_info=twin.model_info(model_of_cell),
                 window_s=float(np.median(seconds[key])),
                 iterations=p.iterations,
                 repetitions=m.repetitions,
@@ -393,6 +434,7 @@ def run(
     out: Path | None = None,
     resume: Path | None = None,
     max_minutes: float | None = None,
+    variants: list[str] | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda done, total, what: None,
 ) -> RunDir:
@@ -415,7 +457,7 @@ def run(
         if suite_name is None:
             raise ConfigError("give --suite (or --resume RUN)")
         suite = load_suite(suite_name)
-        plan = make_plan(suite, device, twin, runtime, threads)
+        plan = make_plan(suite, device, twin, runtime, threads, variants)
         run_id = new_run_id(suite.name)
     cells = plan.cells(suite)
     done = {r.cell_key for r in (run_dir.records() if resume is not None else [])}
@@ -434,7 +476,7 @@ def run(
         saved = {
             "run_id": run_id, "suite": plan.suite, "device": plan.device, "twins": list(plan.twins),
             "runtimes": list(plan.runtimes), "threads": plan.threads,
-            "variants": [[{"pass": p.name, **p.params} for p in v.chain] for v in plan.variants],
+            "variants": [list(v.spec) for v in plan.variants],
             "cells": [c.key for c in cells],
         }  # fmt: skip
         run_dir.write_json("plan.json", saved)
@@ -457,10 +499,14 @@ def run(
         group = [c for c in todo if (c.grid, c.twin) == (grid_name, twin_name)]
 
         on_cell = functools.partial(lambda done, what: progress(done, len(cells), what), finished)
-        records = measure_group(twin_obj, model, group, suite, plan, run_id, workdir, choice.meter, env, on_cell)
+        records = measure_group(
+            twin_obj, model, group, suite, plan, run_id, workdir, choice.meter, env, on_cell, log=log
+        )
         for record in records:
             run_dir.append(record)
         append_history(records, run_dir.path.parent.parent / "history.sqlite")  # results/history.sqlite
         finished += len(group)
         progress(finished, len(cells), f"done {twin_name}")
+    summary.write(run_dir)
+    report.write(run_dir)
     return run_dir

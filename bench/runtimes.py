@@ -132,8 +132,17 @@ def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     options = ort.SessionOptions()
     options.intra_op_num_threads = ctx.threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=providers)
-    names = [i.name for i in session.get_inputs()]
+    options.log_severity_level = 4  # failures surface as exceptions (below), not as log lines
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        names = [i.name for i in session.get_inputs()]
+        # One run: kernels missing for this graph's types (fp16 scatter, bf16 conv on the CPU EP)
+        # only show up when a node first executes.
+        session.run(None, dict(zip(names, twin.example_inputs(2), strict=True)))
+    except Exception as e:  # InvalidGraph, NotImplemented, RuntimeException from the ORT bindings
+        if type(e).__module__.startswith("onnxruntime"):
+            raise Unsupported(f"ONNX Runtime ({providers[0]}) cannot run this graph: {str(e)[:300]}") from e
+        raise
 
     def predict(*inputs: np.ndarray) -> np.ndarray:
         return session.run(None, dict(zip(names, inputs, strict=True)))[0]

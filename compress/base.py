@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,10 +33,16 @@ class PassContext:
     device: str
     workdir: Path
     target: str  # "torch": the model torch runtimes run; "onnx": the model exported for ONNX Runtime
+    chain: tuple = ()  # the steps ({"pass": name, **params}) applied before this pass
+    log: Callable[[str], None] = print  # progress of passes that train
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}")
+
+    def cache_key(self, p: Pass, **extra) -> tuple:
+        """The chain that names the weights `p` trains here (see models.checkpoint)."""
+        return (*self.chain, {**step_spec(p), **extra})
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,7 @@ class Variant:
     def id(self) -> str:
         if not self.chain:
             return "reference"
-        spec = [{"pass": p.name, **p.params} for p in self.chain]
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(list(self.spec), sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def name(self) -> str:
@@ -111,14 +117,23 @@ class Variant:
         )
 
     def build(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        for p in self.chain:
-            model = p.apply(model, ctx)
+        for i, p in enumerate(self.chain):
+            model = p.apply(model, replace(ctx, chain=self.spec[:i]))
         return model
 
     def rewrite_onnx(self, path: Path, ctx: PassContext) -> Path:
-        for p in self.chain:
-            path = p.apply_onnx(path, ctx)
+        for i, p in enumerate(self.chain):
+            path = p.apply_onnx(path, replace(ctx, chain=self.spec[:i]))
         return path
+
+    @property
+    def spec(self) -> tuple[dict, ...]:
+        """The chain as a suite writes it: ({"pass": name, **params}, ...)."""
+        return tuple(step_spec(p) for p in self.chain)
+
+
+def step_spec(p: Pass) -> dict:
+    return {"pass": p.name, **p.params}
 
 
 def parse_variant(spec: list[dict]) -> Variant:

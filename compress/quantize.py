@@ -7,6 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.errors import Unsupported
@@ -51,6 +52,79 @@ class QuantDynamicInt8(Pass):
         except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
             out.unlink(missing_ok=True)
             raise Unsupported(f"onnxruntime quantize_dynamic cannot quantize this graph: {str(e)[:200]}") from e
+        finally:
+            prepared.unlink(missing_ok=True)
+        return out
+
+
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization.CalibrationDataReader over batches of training-split inputs."""
+
+    def __init__(self, names: list[str], inputs: tuple[np.ndarray, ...], batch_size: int) -> None:
+        n = len(inputs[0])
+        self._batches = iter(
+            [
+                {name: x[i : i + batch_size] for name, x in zip(names, inputs, strict=True)}
+                for i in range(0, n, batch_size)
+            ]
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+@register_pass
+@dataclass(frozen=True)
+class QuantStaticInt8(Pass):
+    """Static int8 for ONNX Runtime: QDQ graph, activation ranges calibrated on the train split.
+
+    Unlike dynamic int8, activation scales are fixed ahead of time (no per-batch range computation),
+    so it can pay on convolutions too; the calibration data decides how much quality it costs.
+    """
+
+    name = "quant-static-int8"
+    calibration_samples: int = 256
+    per_channel: bool = True
+    # How activation ranges are chosen from the calibration data. Percentile clips the rare
+    # outliers that would stretch a min/max range (tried on the transformer: MinMax and Entropy
+    # cost 7 % validation MAE, Percentile 4.7 %).
+    method: str = "percentile"
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples < 1:
+            raise ValueError("calibration_samples must be >= 1")
+        if self.method not in CALIBRATION_METHODS:
+            raise ValueError(f"method must be one of {sorted(CALIBRATION_METHODS)}, got {self.method!r}")
+
+    def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        if ctx.target == "torch":
+            raise Unsupported("static QDQ int8 is an ONNX Runtime graph; torch runtimes have no equivalent here")
+        return model
+
+    def apply_onnx(self, path: Path, ctx: PassContext) -> Path:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        out = path.with_name(path.stem + ".qdq-int8.onnx")
+        if out.exists():
+            return out
+        prepared = path.with_name(path.stem + ".preprocessed.onnx")
+        names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+        inputs = ctx.twin.example_inputs(self.calibration_samples, seed=0, split="train")
+        try:
+            quant_pre_process(str(path), str(prepared))
+            quantize_static(
+                str(prepared), str(out), _CalibrationReader(names, inputs, batch_size=32),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=self.per_channel, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
+            )  # fmt: skip
+        except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
+            out.unlink(missing_ok=True)
+            raise Unsupported(f"onnxruntime quantize_static cannot quantize this graph: {str(e)[:200]}") from e
         finally:
             prepared.unlink(missing_ok=True)
         return out

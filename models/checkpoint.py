@@ -25,8 +25,10 @@ class CheckpointError(TwinbenchError):
     """A checkpoint that does not belong to the model it is loaded into."""
 
 
-def identity(twin) -> dict:
-    return {
+def identity(twin, chain: tuple = ()) -> dict:
+    """What a checkpoint's weights depend on. `chain`: for a trained variant (pruned and fine-tuned,
+    distilled), the pass steps that made it from the reference, which is itself named by the rest."""
+    ident = {
         "format_version": FORMAT_VERSION,
         "twin": twin.name,
         "twin_version": twin.version,
@@ -34,24 +36,26 @@ def identity(twin) -> dict:
         "config": asdict(twin.config),
         "data_hash": twin.grid.content_hash,
     }
+    return {**ident, "variant_chain": list(chain)} if chain else ident
 
 
-def checkpoint_path(twin, root: Path | None = None) -> Path:
-    """<cache>/checkpoints/<twin>/<grid>/<key>.safetensors, key = hash of the identity."""
-    key = hashlib.sha256(json.dumps(identity(twin), sort_keys=True).encode()).hexdigest()[:16]
-    return (root or cache_root()) / "checkpoints" / twin.name / twin.grid.grid / f"{key}.safetensors"
+def checkpoint_path(twin, root: Path | None = None, chain: tuple = ()) -> Path:
+    """<cache>/checkpoints/<twin>/<grid>/[variants/]<key>.safetensors, key = hash of the identity."""
+    key = hashlib.sha256(json.dumps(identity(twin, chain), sort_keys=True).encode()).hexdigest()[:16]
+    folder = (root or cache_root()) / "checkpoints" / twin.name / twin.grid.grid
+    return (folder / "variants" if chain else folder) / f"{key}.safetensors"
 
 
-def save_checkpoint(twin, model: torch.nn.Module, path: Path, summary: dict) -> None:
+def save_checkpoint(twin, model: torch.nn.Module, path: Path, summary: dict, chain: tuple = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     safetensors.torch.save_model(model, str(tmp))
-    meta = {**identity(twin), "summary": summary, "torch": torch.__version__, "created_unix": int(time.time())}
+    meta = {**identity(twin, chain), "summary": summary, "torch": torch.__version__, "created_unix": int(time.time())}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     tmp.rename(path)  # weights appear last: a half-written checkpoint is never found
 
 
-def load_checkpoint(twin, model: torch.nn.Module, path: Path) -> dict:
+def load_checkpoint(twin, model: torch.nn.Module, path: Path, chain: tuple = ()) -> dict:
     """Load weights into `model` after checking the checkpoint was trained for exactly this twin."""
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
@@ -60,7 +64,7 @@ def load_checkpoint(twin, model: torch.nn.Module, path: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"corrupt checkpoint metadata {meta_path}: {e}") from e
-    expected = identity(twin)
+    expected = identity(twin, chain)
     diffs = [k for k in expected if meta.get(k) != expected[k]]
     if diffs:
         detail = "; ".join(f"{k}: checkpoint has {meta.get(k)!r}, model needs {expected[k]!r}" for k in diffs)
@@ -86,3 +90,19 @@ def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = Fal
     summary = twin.train(model, log)
     save_checkpoint(twin, model, path, summary)
     return model, load_checkpoint(twin, model, path), True
+
+
+def train_or_load_variant(twin, chain: tuple, model: torch.nn.Module, train, log=print, root: Path | None = None):
+    """A trained variant's weights, cached like the reference's.
+
+    `model` already has the variant's architecture (its passes replayed: they are deterministic);
+    its weights come from the cache, or from `train(model) -> summary`, which is then cached.
+    Returns (model, trained_now).
+    """
+    path = checkpoint_path(twin, root, chain)
+    if not path.exists():
+        log(f"training variant {chain[-1]['pass']} of {twin.name} on {twin.grid.grid}")
+        save_checkpoint(twin, model, path, train(model), chain)
+        return model, True
+    load_checkpoint(twin, model, path, chain)
+    return model, False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -22,6 +23,9 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example_inputs)
+    shapes = tuple({0: batch} for _ in args)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values()):
+        shapes = (shapes,)  # forward(*inputs), e.g. a precision wrapper: torch.export sees one tuple
     model.eval()
     # The exporter narrates every step on stdout and logs warnings about packages it does not need
     # (torchvision); keep the CLI readable.
@@ -38,7 +42,7 @@ def export_onnx(
                 dynamo=True,
                 input_names=list(input_names),
                 output_names=[output_name],
-                dynamic_shapes=tuple({0: batch} for _ in args),
+                dynamic_shapes=shapes,
                 verbose=False,
             )
     finally:

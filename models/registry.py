@@ -71,8 +71,17 @@ class Twin(ABC):
         """A fresh inference module: `module(*inputs) -> output`, inputs as in `inputs()`."""
 
     @abstractmethod
-    def train(self, model, log: Callable[[str], None]) -> dict:
-        """Train `model` in place (deterministic, early stopping on validation); return a summary."""
+    def train(self, model, log: Callable[[str], None], *, fit_cfg=None, distill=None) -> dict:
+        """Train `model` in place (deterministic, early stopping on validation); return a summary.
+
+        fit_cfg (a models.training.FitConfig) replaces the config's schedule, e.g. for a short
+        recovery fine-tune; distill (models.training.Distillation) adds a teacher to the loss.
+        """
+
+    @classmethod
+    @abstractmethod
+    def scaled_config(cls, config, width: float, depth: float):
+        """`config` with its widths scaled by `width` and its depth by `depth`: a distillation student."""
 
     @abstractmethod
     def inputs(self, split: str) -> tuple[np.ndarray, ...]:
@@ -91,8 +100,13 @@ class Twin(ABC):
         return {"pred": batched(predict_fn, self.inputs(split)), "target": self.targets(split)}
 
     @abstractmethod
-    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
-        """Realistic inputs of a given batch size (for export checks and measurement)."""
+    def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
+        """Realistic inputs of a given batch size drawn from a split (measurement, export checks,
+        quantization calibration on 'train')."""
+
+    def model_info(self, model) -> dict:
+        """Facts about a (variant's) model worth recording beside its measurements."""
+        return {}
 
     def split_index(self, split: str) -> int:
         if split not in SPLITS:

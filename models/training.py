@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -86,3 +86,32 @@ def fit(
         "stopped": stopped,
         "train_seconds": round(time.perf_counter() - started, 2),
     }
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation (Hinton et al.): the student learns from its teacher's outputs as well
+    as from the labels, loss = (1 - weight) * loss(student, labels) + weight * loss(student, teacher).
+    The teacher's outputs are smoother targets than noisy labels, which is what lets a smaller model
+    keep most of the teacher's quality."""
+
+    teacher: torch.nn.Module
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"distillation weight must be in [0, 1], got {self.weight}")
+
+    def loss(
+        self, criterion: Callable, pred: torch.Tensor, label: torch.Tensor, teacher_pred: Callable
+    ) -> torch.Tensor:
+        """teacher_pred() computes the teacher's output for the same batch (called without gradients)."""
+        with torch.no_grad():
+            self.teacher.eval()
+            target = teacher_pred()
+        return (1 - self.weight) * criterion(pred, label) + self.weight * criterion(pred, target)
+
+
+def recovery(cfg: FitConfig, epochs: int) -> FitConfig:
+    """A short fine-tune after a pass changed the weights: a few epochs at a lower learning rate."""
+    return replace(cfg, lr=cfg.lr / 4, max_epochs=epochs, patience=min(cfg.patience, epochs))

@@ -23,8 +23,8 @@ def smoke_run(tmp_path_factory, smoke_grid):
         if what == "done sensor-transformer":
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run("smoke", out=out, log=lambda m: None, progress=interrupt_after_first_twin)
+    with pytest.raises(KeyboardInterrupt):  # the reference only: the variant matrix is tested below
+        run("smoke", out=out, variants=["reference"], log=lambda m: None, progress=interrupt_after_first_twin)
     (path,) = list(out.iterdir())
     after_interrupt = RunDir.open(path).records()
     run(resume=path, log=lambda m: None)
@@ -71,7 +71,7 @@ def test_smoke_records_are_valid_and_honest(smoke_run):
 
 
 def test_runtime_that_cannot_run_here_is_an_unsupported_record(tmp_path, smoke_grid, capsys):
-    argv = "run --suite smoke --twin grid-gnn --runtime torch-compile-cudagraphs --out".split()
+    argv = "run --suite smoke --twin grid-gnn --variant reference --runtime torch-compile-cudagraphs --out".split()
     code = main([*argv, str(tmp_path)])
     assert code == 0
     (path,) = list(tmp_path.iterdir())
@@ -96,3 +96,57 @@ def test_bad_run_input_is_a_clear_error_and_writes_nothing(tmp_path, argv, code,
     assert main([*argv, "--out", str(tmp_path)]) == code
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+PASSES_ON_CPU = {
+    "prune-unstructured", "prune-structured", "quant-dynamic-int8", "quant-static-int8", "half", "distill",
+    "diffusion-steps", "diffusion-step-distill",
+}  # fmt: skip
+GPU_ONLY = {"sparsity-2:4", "float8"}
+DIFFUSION_ONLY = {"diffusion-steps", "diffusion-step-distill"}
+
+
+@pytest.fixture(scope="module")
+def matrix_run(tmp_path_factory, smoke_grid):
+    """The smoke suite's whole variant matrix on the GNN (the fastest twin), and its diffusion-only
+    passes on the diffusion twin: together, every pass of the suite."""
+    out = tmp_path_factory.mktemp("matrix")
+    gnn = run("smoke", twin="grid-gnn", out=out, log=lambda m: None)
+    diffusion = run("smoke", twin="diffusion-forecaster", variants=sorted(DIFFUSION_ONLY), out=out, log=lambda m: None)
+    return gnn.records() + diffusion.records(), [gnn.path, diffusion.path]
+
+
+def test_smoke_matrix_records_every_pass(matrix_run):
+    from compress.base import passes
+
+    records, _ = matrix_run
+    assert PASSES_ON_CPU | GPU_ONLY == set(passes())  # a new pass must join the smoke suite
+    used: dict[str, list] = {}
+    for r in records:
+        for step in r.lineage:
+            used.setdefault(step["pass"], []).append(r)
+    assert set(used) == set(passes())
+    for name in PASSES_ON_CPU:
+        applicable = [r for r in used[name] if name not in DIFFUSION_ONLY or r.twin == "diffusion-forecaster"]
+        assert any(r.status == "ok" and r.energy_j_per_inference for r in applicable), name
+    for name in GPU_ONLY:
+        assert {r.status for r in used[name]} == {"unsupported"}
+        assert all("CUDA" in r.status_reason or "GPU" in r.status_reason for r in used[name])
+    for r in records:
+        assert r.status in ("ok", "unsupported"), f"{r.variant_name} {r.runtime}: {r.status_reason}"
+        if r.status == "ok":
+            assert r.output_checksum_match and r.quality_loss_pct is not None and r.energy_source == "estimate"
+    chains = {len(r.lineage) for r in records if r.status == "ok"}
+    assert 2 in chains  # chained variants (prune-structured -> int8, distill -> int8 / bf16) were measured
+
+
+def test_summary_marks_each_twins_frontier(matrix_run):
+    records, paths = matrix_run
+    from bench.frontier import frontier_keys
+
+    on_front = frontier_keys(records)
+    for twin in ("grid-gnn", "diffusion-forecaster"):
+        assert any(key.split("/")[1] == twin for key in on_front)
+    text = (paths[0] / "summary.md").read_text()
+    assert "## grid-gnn on 1-LV-rural1--2-sw, batch 32" in text and "| E" in text
+    assert "sparsity-2:4() on torch-eager: unsupported" in text

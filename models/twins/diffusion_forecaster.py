@@ -15,7 +15,7 @@ and blows the error up (tried: CRPS four times worse than climatology); predicti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from models.grid.streams import window_starts
 from models.registry import Evaluation, PredictFn, Twin, input_scale, register_twin
-from models.training import FitConfig, fit
+from models.training import Distillation, FitConfig, fit
 
 STEPS_PER_DAY = 96
 DAYS_PER_WEEK = 7
@@ -105,7 +105,7 @@ class Denoiser(torch.nn.Module):
         self.conv_out = torch.nn.Conv1d(hidden, nodes, 3, padding=1)
 
     def forward(self, x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
-        cond = self.time_mlp(timestep_embedding(t, self.hidden)) + context
+        cond = self.time_mlp(timestep_embedding(t, self.hidden).to(x_t.dtype)) + context  # fp32 unless halved
         h = self.conv_in(x_t)
         for block in self.blocks:
             h = block(h, cond)
@@ -155,18 +155,20 @@ class DiffusionForecaster(torch.nn.Module):
     def forward(self, history: Tensor, calendar: Tensor, noise: Tensor) -> Tensor:
         context = self.encode(history, calendar)
         x = noise
-        timesteps = self.timesteps
-        for i, t in enumerate(timesteps):
-            a_t = self.alpha_bar[t]
-            t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x0 = self.denoiser(x, t_batch, context)
-            if i + 1 < len(timesteps):
-                eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-                a_next = self.alpha_bar[timesteps[i + 1]]
-                x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
-            else:
-                x = x0
+        for i in range(len(self.timesteps)):
+            x = self.ddim_step(x, i, context, self.timesteps)
         return history[:, -1:, :, 0] + x.transpose(1, 2) * self.delta_std
+
+    def ddim_step(self, x: Tensor, i: int, context: Tensor, timesteps: tuple[int, ...]) -> Tensor:
+        """Step i of deterministic DDIM over `timesteps`: the next, less noisy x; after the last
+        step, the predicted clean sample itself."""
+        t = timesteps[i]
+        x0 = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), context)
+        if i + 1 == len(timesteps):
+            return x0
+        a_t, a_next = self.alpha_bar[t], self.alpha_bar[timesteps[i + 1]]
+        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
 
 
 def calendar_features(first_forecast_step: np.ndarray) -> np.ndarray:
@@ -218,6 +220,11 @@ class DiffusionForecasterTwin(Twin):
         future = self.vm[starts[:, None] + self.config.context + np.arange(self.config.horizon)[None]]
         return np.maximum((future - last[:, None]).std(axis=(0, 1)), 1e-5)
 
+    @classmethod
+    def scaled_config(cls, config: DiffusionConfig, width: float, depth: float) -> DiffusionConfig:
+        hidden = max(2, 2 * round(config.hidden * width / 2))  # even: the timestep embedding is sin|cos
+        return replace(config, hidden=hidden, blocks=max(1, round(config.blocks * depth)))
+
     def build_model(self) -> DiffusionForecaster:
         torch.manual_seed(self.config.fit.seed)
         return DiffusionForecaster(self.config, self.grid, self._delta_std()).eval()
@@ -264,19 +271,26 @@ class DiffusionForecasterTwin(Twin):
         samples = self.samples(predict_fn, split)
         return {"samples": samples, "pred": np.median(samples, axis=1), "target": self.targets(split)}
 
-    def train(self, model: DiffusionForecaster, log) -> dict:
-        cfg = self.config.fit
+    def train(
+        self, model: DiffusionForecaster, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
+    ) -> dict:
+        cfg = fit_cfg or self.config.fit
         train_starts = self._starts("train")
         val_history, val_calendar, val_future = map(torch.from_numpy, self._windows(self._starts("val", 4)))
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         val_t = torch.randint(0, self.config.train_steps, (len(val_history),), generator=gen)
         val_noise = torch.randn(len(val_history), val_history.shape[2], self.config.horizon, generator=gen)
 
-        def denoising_loss(history, calendar, future, t, noise):
+        def denoising_loss(history, calendar, future, t, noise, with_teacher=None):
             x0 = model.to_target(history, future)
             a = model.alpha_bar[t].view(-1, 1, 1)
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            return torch.nn.functional.mse_loss(model.denoiser(x_t, t, model.encode(history, calendar)), x0)
+            pred = model.denoiser(x_t, t, model.encode(history, calendar))
+            if with_teacher is None:
+                return torch.nn.functional.mse_loss(pred, x0)
+            teacher = with_teacher.teacher  # the teacher's x0 estimate from the same noisy sample
+            teacher_x0 = lambda: teacher.denoiser(x_t, t, teacher.encode(history, calendar))  # noqa: E731
+            return with_teacher.loss(torch.nn.functional.mse_loss, pred, x0, teacher_x0)
 
         def epoch(generator):
             picked = torch.randperm(len(train_starts), generator=generator)[: self.config.windows_per_epoch]
@@ -289,7 +303,65 @@ class DiffusionForecasterTwin(Twin):
         def val_loss():
             return denoising_loss(val_history, val_calendar, val_future, val_t, val_noise).item()
 
-        return fit(model, cfg, epoch, lambda batch: denoising_loss(*batch), val_loss, log)
+        # Early stopping looks at the labels alone, with or without a teacher.
+        return fit(model, cfg, epoch, lambda batch: denoising_loss(*batch, with_teacher=distill), val_loss, log)
+
+    def train_step_student(
+        self, student: DiffusionForecaster, teacher: DiffusionForecaster, log, fit_cfg: FitConfig | None = None
+    ) -> dict:
+        """Progressive distillation (Salimans & Ho, 2022): `student` samples over every other step of
+        `teacher.timesteps`, and learns to land in one DDIM step where the teacher lands in two.
+
+        From a training sample noised to the student's step t, the teacher takes its two steps to
+        x''; the student's target is the clean-sample estimate from which one DDIM step t -> t''
+        reaches x'' exactly (at the student's last step: the teacher's final sample itself).
+        """
+        teacher_steps = teacher.timesteps
+        if student.timesteps != teacher_steps[::2]:
+            raise ValueError("the student samples over every other step of its teacher")
+        cfg = fit_cfg or self.config.fit
+        train_starts = self._starts("train")
+        alpha_bar = teacher.alpha_bar
+
+        def target_x0(x_t: Tensor, i: int, context: Tensor) -> Tensor:
+            """The x0 the student must predict at its step i (the teacher's steps 2i and 2i + 1)."""
+            x = x_t
+            for k in (2 * i, 2 * i + 1)[: len(teacher_steps) - 2 * i]:
+                x = teacher.ddim_step(x, k, context, teacher_steps)
+            if 2 * i + 2 >= len(teacher_steps):  # the teacher finished: x is its clean sample
+                return x
+            a, a2 = alpha_bar[teacher_steps[2 * i]], alpha_bar[teacher_steps[2 * i + 2]]
+            ratio = ((1 - a2) / (1 - a)).sqrt()
+            return (x - ratio * x_t) / (a2.sqrt() - ratio * a.sqrt())
+
+        def loss(history, calendar, future, i, noise):
+            x0 = student.to_target(history, future)
+            t = student.timesteps[i]
+            x_t = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * noise
+            with torch.no_grad():
+                target = target_x0(x_t, i, teacher.encode(history, calendar))
+            t_batch = torch.full((len(x_t),), t, dtype=torch.long)
+            return torch.nn.functional.mse_loss(
+                student.denoiser(x_t, t_batch, student.encode(history, calendar)), target
+            )
+
+        def epoch(generator):  # one student step per batch: the sampling loop's steps are Python ints
+            picked = torch.randperm(len(train_starts), generator=generator)[: self.config.windows_per_epoch]
+            for idx in picked.split(cfg.batch_size):
+                history, calendar, future = map(torch.from_numpy, self._windows(train_starts[idx.numpy()]))
+                i = int(torch.randint(0, len(student.timesteps), (1,), generator=generator))
+                noise = torch.randn(future.shape[0], future.shape[2], future.shape[1], generator=generator)
+                yield history, calendar, future, i, noise
+
+        val = tuple(map(torch.from_numpy, self._windows(self._starts("val", 8))))
+        val_noise = torch.randn(
+            len(val[0]), val[2].shape[2], val[2].shape[1], generator=torch.Generator().manual_seed(1)
+        )
+
+        def val_loss():
+            return sum(loss(*val, i, val_noise).item() for i in range(len(student.timesteps)))
+
+        return fit(student, cfg, epoch, lambda batch: loss(*batch), val_loss, log)
 
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         starts = self._starts(split, self.eval_stride)
@@ -331,9 +403,13 @@ class DiffusionForecasterTwin(Twin):
             "median_mae": float(np.abs(np.median(fct, axis=-1) - obs).mean()),
         }
 
-    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    def model_info(self, model) -> dict:
+        inner = getattr(model, "inner", model)  # a precision wrapper holds the forecaster
+        return {"sampling_steps": len(inner.timesteps)} if hasattr(inner, "timesteps") else {}
+
+    def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng(seed)
-        val = self._starts("val")
-        history, calendar, _ = self._windows(val[rng.integers(0, len(val), batch_size)])
+        starts = self._starts(split)
+        history, calendar, _ = self._windows(starts[rng.integers(0, len(starts), batch_size)])
         noise = rng.standard_normal((batch_size, history.shape[2], self.config.horizon), dtype=np.float32)
         return history, calendar, noise

@@ -8,7 +8,7 @@ physical voltages; normalisation and the fixed grid graph live inside it as buff
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch_geometric.nn import MessagePassing
 
 from models.grid.powerflow import NetworkModel, solve_power_flow
 from models.registry import Evaluation, PredictFn, Twin, batched, input_scale, register_twin
-from models.training import FitConfig, fit
+from models.training import Distillation, FitConfig, fit
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,10 @@ class GridGNNTwin(Twin):
             hidden=128, layers=12, fit=FitConfig(lr=1e-3, batch_size=64, max_epochs=200, patience=15, max_seconds=900)
         )
 
+    @classmethod
+    def scaled_config(cls, config: GNNConfig, width: float, depth: float) -> GNNConfig:
+        return replace(config, hidden=max(1, round(config.hidden * width)), layers=max(1, round(config.layers * depth)))
+
     def build_model(self) -> GridGNN:
         torch.manual_seed(self.config.fit.seed)
         return GridGNN(self.config, self.grid).eval()
@@ -138,7 +142,9 @@ class GridGNNTwin(Twin):
         rows = self._rows(split)
         return np.stack([s["vm_pu"][rows], s["va_degree"][rows]], axis=-1)
 
-    def train(self, model: GridGNN, log) -> dict:
+    def train(
+        self, model: GridGNN, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
+    ) -> dict:
         from torch_geometric.data import Batch, Data
         from torch_geometric.loader import DataLoader
 
@@ -149,10 +155,14 @@ class GridGNNTwin(Twin):
             return [Data(x=x[i], y=y[i], edge_index=model.edge_index, edge_attr=model.edge_feat) for i in range(len(x))]
 
         train_graphs, val_batch = graphs("train"), Batch.from_data_list(graphs("val"))
-        cfg = self.config.fit
+        cfg = fit_cfg or self.config.fit
 
         def loss_fn(batch):
-            return torch.nn.functional.mse_loss(model.core(batch.x, batch.edge_index, batch.edge_attr), batch.y)
+            pred = model.core(batch.x, batch.edge_index, batch.edge_attr)
+            if distill is None:
+                return torch.nn.functional.mse_loss(pred, batch.y)
+            teacher = lambda: distill.teacher.core(batch.x, batch.edge_index, batch.edge_attr)  # noqa: E731
+            return distill.loss(torch.nn.functional.mse_loss, pred, batch.y, teacher)
 
         def val_loss():
             return torch.nn.functional.mse_loss(
@@ -205,6 +215,6 @@ class GridGNNTwin(Twin):
         dc = np.stack([ones, no_load_deg + np.degrees(theta)], axis=-1)
         return flat, dc
 
-    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
-        x = self.inputs("val")[0]
+    def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
+        x = self.inputs(split)[0]
         return (x[np.random.default_rng(seed).integers(0, len(x), batch_size)],)

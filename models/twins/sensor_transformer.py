@@ -7,14 +7,14 @@ channel in MW and one in Mvar weigh the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from models.grid.streams import window_starts
 from models.registry import Evaluation, PredictFn, Twin, batched, register_twin
-from models.training import FitConfig, fit
+from models.training import Distillation, FitConfig, fit
 
 STEPS_PER_DAY = 96
 
@@ -110,6 +110,18 @@ class SensorTransformer(Twin):
             fit=FitConfig(lr=1e-3, batch_size=256, max_epochs=40, patience=5, max_seconds=900),
         )
 
+    @classmethod
+    def scaled_config(cls, config: TransformerConfig, width: float, depth: float) -> TransformerConfig:
+        heads = max(1, round(config.heads * width))
+        head_dim = config.d_model // config.heads  # kept: heads go, not their size
+        return replace(
+            config,
+            d_model=heads * head_dim,
+            heads=heads,
+            ffn_dim=max(1, round(config.ffn_dim * width)),
+            layers=max(1, round(config.layers * depth)),
+        )
+
     def __init__(self, grid, config: TransformerConfig) -> None:
         super().__init__(grid, config)
         streams, stats = grid.streams, grid.stats
@@ -130,10 +142,12 @@ class SensorTransformer(Twin):
     def inputs(self, split: str) -> tuple[np.ndarray, ...]:
         return (self._windows(split)[0],)
 
-    def train(self, model: PatchTSTForecaster, log) -> dict:
+    def train(
+        self, model: PatchTSTForecaster, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
+    ) -> dict:
         x_train, y_train = map(torch.from_numpy, self._windows("train"))
         x_val, y_val = map(torch.from_numpy, self._windows("val", 8))
-        cfg = self.config.fit
+        cfg = fit_cfg or self.config.fit
 
         def epoch(generator):
             picked = torch.randperm(len(x_train), generator=generator)[: self.config.windows_per_epoch]
@@ -141,7 +155,10 @@ class SensorTransformer(Twin):
 
         # L1: the metric is MAE, and the median forecast is what minimises it.
         def loss_fn(idx):
-            return torch.nn.functional.l1_loss(model(x_train[idx]), y_train[idx])
+            pred, x = model(x_train[idx]), x_train[idx]
+            if distill is None:
+                return torch.nn.functional.l1_loss(pred, y_train[idx])
+            return distill.loss(torch.nn.functional.l1_loss, pred, y_train[idx], lambda: distill.teacher(x))
 
         def val_loss():
             return torch.nn.functional.l1_loss(model(x_val), y_val).item()
@@ -163,8 +180,8 @@ class SensorTransformer(Twin):
     def targets(self, split: str) -> np.ndarray:
         return self._windows(split)[1]
 
-    def example_inputs(self, batch_size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
-        x = self._windows("val")[0]
+    def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
+        x = self._windows(split)[0]
         rng = np.random.default_rng(seed)
         return (x[rng.integers(0, len(x), batch_size)],)
 

@@ -1,0 +1,277 @@
+"""report.html: a run as one self-contained page (plotly's JavaScript embedded, works offline).
+
+Per twin and batch size: quality loss vs joules per inference (log axis), the Pareto frontier as a
+line, estimated energy drawn as open markers (measured: filled) and never on a measured frontier;
+hover shows variant, lineage, CI and flags. For the diffusion twin, CRPS against sampling steps. A
+sortable table of every cell, the validity flags, what was not measured and why, the environment.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from bench.frontier import groups, pareto
+from bench.records import Record
+
+RUNTIME_COLOURS = {
+    "torch-eager": "#1f77b4",
+    "torch-compile": "#2ca02c",
+    "torch-compile-cudagraphs": "#9467bd",
+    "onnxruntime": "#d62728",
+}
+MEASURED = ("nvml", "rapl")
+
+# Errors thrown by any script land in #js-errors: a page that renders no chart says why.
+ERROR_TRAP = """<script>window.addEventListener('error', function (e) {
+  document.getElementById('js-errors').textContent += (e.message || 'error') + '\\n'; });</script>"""
+
+SORT_SCRIPT = """<script>
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
+    var asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v || a.cells[col].textContent, y = b.cells[col].dataset.v || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c; });
+    rows.forEach(function (r) { body.appendChild(r); }); }); });
+</script>"""
+
+STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; }
+th { background: #f0f0f0; cursor: pointer; }
+.chart { width: 900px; height: 480px; }
+.note { color: #555; max-width: 60em; }
+</style>"""
+
+
+def _hover(r: Record) -> str:
+    lineage = " → ".join(f"{s['pass']}" for s in r.lineage) or "reference"
+    energy = "energy: -"
+    if r.energy_j_per_inference is not None:
+        energy = (
+            f"energy: {r.energy_j_per_inference:.3g} J [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}] "
+            f"({r.energy_source}, cv {r.energy_cv:.1%})"
+        )
+    return "<br>".join(
+        [
+            f"<b>{html.escape(r.variant_name)}</b>",
+            f"runtime: {r.runtime}, batch {r.batch_size}",
+            f"lineage: {html.escape(lineage)}",
+            f"{r.quality_metric}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
+            energy,
+            f"p50 {r.latency_ms_p50:.3g} ms, p99 {r.latency_ms_p99:.3g} ms",
+            f"flags: {', '.join(r.flags) or 'none'}",
+        ]
+    )
+
+
+def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    by_group = groups(records, "energy")
+    for (*_, source), members in sorted(by_group.items()):
+        measured = source in MEASURED
+        for runtime in sorted({r.runtime for r in members}):
+            pts = [r for r in members if r.runtime == runtime]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.energy_j_per_inference for r in pts],
+                    y=[r.quality_loss_pct for r in pts],
+                    error_x={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [r.energy_ci95_high - r.energy_j_per_inference for r in pts],
+                        "arrayminus": [r.energy_j_per_inference - r.energy_ci95_low for r in pts],
+                        "thickness": 1,
+                    },
+                    mode="markers",
+                    name=f"{runtime} ({source})",
+                    marker={
+                        "size": 10,
+                        "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f"),
+                        "symbol": "circle" if measured else "circle-open",
+                        "line": {"width": 2},
+                    },
+                    text=[_hover(r) for r in pts],
+                    hoverinfo="text",
+                )
+            )
+        front = pareto(members, "energy")
+        fig.add_trace(
+            go.Scatter(
+                x=[r.energy_j_per_inference for r in front],
+                y=[r.quality_loss_pct for r in front],
+                mode="lines",
+                line={"dash": "solid" if measured else "dot", "color": "#444", "shape": "hv"},
+                name=f"frontier ({source})",
+                hoverinfo="skip",
+            )
+        )
+    estimated = "" if all(k[-1] in MEASURED for k in by_group) else " — open markers: estimated energy"
+    losses = [r.quality_loss_pct for m in by_group.values() for r in m]
+    off = sorted({f"{r.variant_name} on {r.runtime}" for m in by_group.values() for r in m if r.quality_loss_pct > 100})
+    if off:  # one broken variant (+30000 %) would flatten every useful point against zero
+        fig.update_yaxes(range=[min(losses) - 5, 100])
+        fig.add_annotation(
+            text="off the chart (loss > 100 %): " + "; ".join(off), xref="paper", yref="paper", x=0, y=1.06,
+            showarrow=False, font={"size": 10, "color": "#b00"}, xanchor="left",
+        )  # fmt: skip
+    fig.update_layout(
+        title=f"{twin} on {grid}, batch {batch}: quality loss vs energy{estimated}",
+        xaxis={"type": "log", "title": "joules per inference (log)"},
+        yaxis={"title": "quality loss % vs fp32 eager reference (lower is better)"},
+        margin={"t": 60, "l": 70, "r": 20, "b": 60},
+    )
+    return fig
+
+
+def _steps_curve(records: list[Record]):
+    """Diffusion CRPS against sampling steps: the plain fewer-steps sweep and the distilled students."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    ok = [r for r in records if r.status == "ok" and r.model_info.get("sampling_steps")]
+    for runtime in sorted({r.runtime for r in ok}):
+        for label, keep in (
+            ("same weights, fewer steps", lambda r: all(s["pass"] == "diffusion-steps" for s in r.lineage)),
+            ("step-distilled student", lambda r: any(s["pass"] == "diffusion-step-distill" for s in r.lineage)),
+        ):
+            pts = sorted(
+                {r.model_info["sampling_steps"]: r for r in ok if r.runtime == runtime and keep(r)}.values(),
+                key=lambda r: r.model_info["sampling_steps"],
+            )
+            if pts:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[r.model_info["sampling_steps"] for r in pts],
+                        y=[r.quality_value for r in pts],
+                        mode="lines+markers" if label.startswith("same") else "markers",
+                        marker={"size": 10, "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f")},
+                        name=f"{label} ({runtime})",
+                        text=[_hover(r) for r in pts],
+                        hoverinfo="text",
+                    )
+                )
+    fig.update_layout(
+        title="diffusion-forecaster: CRPS vs DDIM sampling steps",
+        xaxis={"type": "log", "title": "sampling steps"},
+        yaxis={"title": "CRPS of vm_pu (lower is better)"},
+        margin={"t": 60, "l": 70, "r": 20, "b": 60},
+    )
+    return fig
+
+
+def _cell(value, fmt: str = ".3g") -> str:
+    if value is None:
+        return '<td data-v="">-</td>'
+    return f'<td data-v="{value}">{format(value, fmt)}</td>'
+
+
+def _table(records: list[Record], on_front: set[str]) -> str:
+    head = [
+        "twin", "batch", "variant", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
+        "CI low", "CI high", "cv", "source", "p50 ms", "p99 ms", "MB", "params", "size KB", "flags",
+    ]  # fmt: skip
+    rows = []
+    for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime)):
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    f"<td>{r.twin}</td>",
+                    _cell(r.batch_size, "d"),
+                    f"<td title='{html.escape(json.dumps(r.lineage))}'>{html.escape(r.variant_name)}</td>",
+                    f"<td>{r.runtime}</td>",
+                    f"<td title='{html.escape(r.status_reason)}'>{r.status}</td>",
+                    f"<td>{'★' if r.cell_key in on_front else ''}</td>",
+                    _cell(r.quality_value, ".4g"),
+                    _cell(r.quality_loss_pct, "+.2f"),
+                    _cell(r.energy_j_per_inference),
+                    _cell(r.energy_ci95_low),
+                    _cell(r.energy_ci95_high),
+                    _cell(r.energy_cv, ".1%"),
+                    f"<td>{r.energy_source}</td>",
+                    _cell(r.latency_ms_p50),
+                    _cell(r.latency_ms_p99),
+                    _cell(r.peak_memory_mb, ".0f"),
+                    _cell(r.params, ","),
+                    _cell(r.size_bytes and r.size_bytes / 1024, ".0f"),
+                    f"<td>{', '.join(r.flags)}</td>",
+                ]
+            )
+            + "</tr>"
+        )
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f'<table class="sortable" id="cells"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def render(records: list[Record], env: dict, title: str) -> str:
+    import plotly.io as pio
+
+    charts = []
+    by_chart: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        by_chart[(r.twin, r.grid, r.batch_size)].append(r)
+    for (twin, grid, batch), members in sorted(by_chart.items()):
+        charts.append(_scatter(twin, grid, batch, members))
+    diffusion = [r for r in records if r.twin == "diffusion-forecaster"]
+    if any(r.model_info.get("sampling_steps") for r in diffusion):
+        charts.append(_steps_curve(diffusion))
+    parts = [
+        pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px")
+        for i, fig in enumerate(charts)
+    ]
+    on_front = {r.cell_key for g in groups(records, "energy").values() for r in pareto(g, "energy")}
+    flags: dict[str, int] = defaultdict(int)
+    for r in records:
+        for f in r.flags:
+            flags[f] += 1
+    not_ok = [r for r in records if r.status != "ok"]
+    env_rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v) if isinstance(v, dict | list) else str(v))}</td></tr>"
+        for k, v in env.items()
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{STYLE}{ERROR_TRAP}</head><body>",
+            '<pre id="js-errors" style="color:#b00"></pre>',
+            f"<h1>{html.escape(title)}</h1>",
+            f"<p class='note'>{len(records)} cells, {len(records) - len(not_ok)} measured. Energy meter: "
+            f"{html.escape(str(env.get('energy_meter', '?')))}. Quality loss is relative to the fp32 torch-eager "
+            "reference of this run (positive = worse). Filled markers: measured energy (nvml/rapl); open markers: "
+            "estimated; the two never share a frontier. Error bars: bootstrap 95% CI.</p>",
+            *parts,
+            "<h2>Every cell</h2><p class='note'>Click a column to sort; hover a variant for its lineage.</p>",
+            _table(records, on_front),
+            "<h2>Validity flags</h2><ul>"
+            + "".join(f"<li>{html.escape(f)}: {n} cells</li>" for f, n in sorted(flags.items()))
+            + "</ul>",
+            "<h2>Not measured</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(r.twin)} / {html.escape(r.variant_name)} / {r.runtime} / batch {r.batch_size}: "
+                f"{r.status} — {html.escape(r.status_reason.strip().splitlines()[0][:300])}</li>"
+                for r in not_ok
+            )
+            + "</ul>",
+            f"<h2>Environment</h2><table>{env_rows}</table>",
+            SORT_SCRIPT,
+            "</body></html>",
+        ]
+    )
+
+
+def write(run_dir) -> Path:
+    """Write <run>/report.html from its records and environment; returns its path."""
+    path = run_dir.path / "report.html"
+    text = render(run_dir.records(), run_dir.read_json("environment.json"), f"twinbench run {run_dir.path.name}")
+    path.write_text(text)
+    return path

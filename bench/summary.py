@@ -1,0 +1,77 @@
+"""summary.md: a run's results as markdown tables, per twin and batch size, frontier marked.
+
+Ratios compare each cell with the fp32 reference on torch-eager at the same batch size: below 1
+means cheaper than the reference. Unsupported and failed cells are listed with their reasons.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from bench.frontier import frontier_keys
+from bench.records import Record
+
+REFERENCE_RUNTIME = "torch-eager"
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def render(records: list[Record], env: dict | None = None, title: str = "") -> str:
+    on_energy, on_latency = frontier_keys(records, "energy"), frontier_keys(records, "latency")
+    lines = [f"# {title or 'twinbench run'}", ""]
+    if env:
+        device = env.get("gpu_name") or env.get("cpu_model") or "?"
+        lines += [f"device: {device}; energy meter: {env.get('energy_meter', '?')}", ""]
+    lines += [
+        "Quality loss is relative to the fp32 torch-eager reference (positive = worse). Ratios are to the "
+        "reference on torch-eager at the same batch size (< 1 = cheaper). E / L: on the quality-vs-energy / "
+        "quality-vs-latency Pareto frontier of its group (same twin, batch size, device and energy source).",
+        "",
+    ]
+    by_group: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        by_group[(r.grid, r.twin, r.batch_size)].append(r)
+    for (grid, twin, batch), rows in sorted(by_group.items()):
+        ok = [r for r in rows if r.status == "ok"]
+        ref = next((r for r in ok if r.variant_id == "reference" and r.runtime == REFERENCE_RUNTIME), None)
+        lines += [f"## {twin} on {grid}, batch {batch}", ""]
+        if ref:
+            lines += [f"reference: {ref.quality_metric} = {ref.quality_value:.4g}", ""]
+        lines += [
+            "| variant | runtime | frontier | quality loss % | J/inference [95% CI] | source | energy ratio "
+            "| p50 ms | p99 ms | latency ratio | params | size KB | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(ok, key=lambda r: (r.variant_id != "reference", r.variant_name, r.runtime)):
+            front = ("E" if r.cell_key in on_energy else "") + ("L" if r.cell_key in on_latency else "")
+            energy = "-"
+            if r.energy_j_per_inference is not None:
+                energy = f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
+            lines.append(
+                f"| {r.variant_name} | {r.runtime} | {front} | {_fmt(r.quality_loss_pct, '+.2f')} | {energy} "
+                f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, ref and ref.energy_j_per_inference)} "
+                f"| {_fmt(r.latency_ms_p50)} | {_fmt(r.latency_ms_p99)} "
+                f"| {_ratio(r.latency_ms_p50, ref and ref.latency_ms_p50)} | {_fmt(r.params, ',')} "
+                f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {', '.join(r.flags)} |"
+            )
+        skipped = [r for r in rows if r.status != "ok"]
+        if skipped:
+            lines += ["", "Not measured:", ""]
+            for r in sorted(skipped, key=lambda r: (r.variant_name, r.runtime)):
+                reason = r.status_reason.strip().splitlines()[0][:200]  # the record keeps all of it
+                lines.append(f"- {r.variant_name} on {r.runtime}: {r.status} ({reason})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(run_dir) -> str:
+    """Write <run>/summary.md from its records; returns the text."""
+    text = render(run_dir.records(), run_dir.read_json("environment.json"), title=f"run {run_dir.path.name}")
+    (run_dir.path / "summary.md").write_text(text)
+    return text

@@ -1,0 +1,53 @@
+"""Distillation: a smaller student trained on its teacher's outputs plus the labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from bench.errors import Unsupported
+from compress.base import Pass, PassContext, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Distill(Pass):
+    """A student of the same family with widths scaled by `width` and depth by `depth`, trained
+    (from scratch, cached) with loss (1 - weight) * task + weight * match-the-teacher. The teacher
+    is the model this pass receives: the reference, or a variant earlier in the chain."""
+
+    name = "distill"
+    width: float = 0.5
+    depth: float = 0.5
+    weight: float = 0.5
+    max_epochs: int | None = None  # None: the twin's own training schedule
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.width <= 1.0 and 0.0 < self.depth <= 1.0):
+            raise ValueError(f"width and depth must be in (0, 1], got {self.width}, {self.depth}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError("max_epochs must be >= 1")
+
+    def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
+        from models.checkpoint import train_or_load_variant
+        from models.training import Distillation
+
+        twin = ctx.twin
+        student_twin = type(twin)(twin.grid, type(twin).scaled_config(twin.config, self.width, self.depth))
+        student = student_twin.build_model()
+        if type(model) is not type(student):
+            raise Unsupported(f"distill needs a teacher of the twin's own model class, got {type(model).__name__}")
+        if hasattr(model, "timesteps"):  # a diffusion teacher with fewer sampling steps keeps them
+            student.timesteps = model.timesteps
+        fit_cfg = student_twin.config.fit
+        if self.max_epochs is not None:
+            fit_cfg = replace(fit_cfg, max_epochs=self.max_epochs, patience=min(fit_cfg.patience, self.max_epochs))
+        distillation = Distillation(teacher=model, weight=self.weight)
+        student, _ = train_or_load_variant(
+            twin, ctx.cache_key(self), student,
+            lambda m: student_twin.train(m, ctx.log, fit_cfg=fit_cfg, distill=distillation), ctx.log,
+        )  # fmt: skip
+        return student.eval()

@@ -1,0 +1,107 @@
+"""report.html and summary.md: rendered from hand-made records, opened in a real headless browser."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import report, summary
+from bench.records import Record
+from bench.store import RunDir
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=10000",
+]  # fmt: skip
+
+
+def rec(twin, variant, runtime, energy, loss, *, batch=1, status="ok", steps=None, lineage=()):
+    extra = {} if status == "ok" else {"status_reason": "needs a CUDA GPU"}
+    return Record(
+        run_id="r", suite="smoke", twin=twin, grid="1-LV-rural1--2-sw", variant_id=variant, variant_name=variant,
+        lineage=lineage, runtime=runtime, device="cpu", batch_size=batch, status=status,
+        quality_metric="crps" if twin == "diffusion-forecaster" else "mae", quality_value=1.0 + loss / 100,
+        quality_ref_value=1.0, quality_loss_pct=loss if status == "ok" else None,
+        energy_j_per_inference=energy, energy_ci95_low=energy and energy * 0.9,
+        energy_ci95_high=energy and energy * 1.1, energy_cv=energy and 0.01,
+        energy_source="estimate" if energy else "none", latency_ms_p50=energy and energy * 10,
+        latency_ms_p99=energy and energy * 12, model_info={"sampling_steps": steps} if steps else {},
+        flags=("short_window",) if status == "ok" else (), **extra,
+    )  # fmt: skip
+
+
+def records():
+    d = "diffusion-forecaster"
+    return [
+        rec("grid-gnn", "reference", "torch-eager", 1.0, 0.0),
+        rec("grid-gnn", "reference", "onnxruntime", 0.3, 0.0),
+        rec("grid-gnn", "int8", "onnxruntime", 0.2, 35000.0, lineage=({"pass": "quant-dynamic-int8"},)),
+        rec("grid-gnn", "fp8", "torch-eager", None, 0.0, status="unsupported"),
+        rec(d, "reference", "torch-eager", 2.0, 0.0, steps=10),
+        rec(d, "steps5", "torch-eager", 1.0, 3.0, steps=5, lineage=({"pass": "diffusion-steps"},)),
+        rec(d, "distilled5", "torch-eager", 1.0, 1.0, steps=5, lineage=({"pass": "diffusion-step-distill"},)),
+    ]
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> RunDir:
+    run = RunDir.create(tmp_path, "20260101T000000Z-smoke")
+    run.write_json("environment.json", {"energy_meter": "estimate: CPU time x 10 W", "cpu_model": "test CPU"})
+    for r in records():
+        run.append(r)
+    return run
+
+
+def test_summary_lists_frontier_ratios_and_reasons(run_dir):
+    text = summary.write(run_dir)
+    assert (run_dir.path / "summary.md").read_text() == text
+    gnn = text[text.index("## grid-gnn") :]  # sections sort by twin name: the GNN's comes last
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in gnn.splitlines() if line.startswith("| ")][1:]
+    cells = {(row[0], row[1]): row for row in rows}
+    ort = cells[("reference", "onnxruntime")]
+    assert ort[2].startswith("E") and ort[6] == "0.30x"  # on the frontier; 0.3 J vs the eager reference's 1 J
+    assert cells[("int8", "onnxruntime")][2] == "EL"  # the cheapest point is on both frontiers, however bad
+    assert cells[("reference", "torch-eager")][2] == ""  # dominated: dearer at the same loss
+    assert "fp8 on torch-eager: unsupported (needs a CUDA GPU)" in gnn
+
+
+def test_report_is_self_contained_and_complete(run_dir):
+    path = report.write(run_dir)
+    text = path.read_text()
+    assert "<script src=" not in text and "cdn" not in text.lower().split("plotly.js")[0]  # JS embedded
+    assert text.count("Plotly.newPlot") == 3  # gnn bs1, diffusion bs1, diffusion CRPS vs steps
+    assert "off the chart" in text and "int8 on onnxruntime" in text  # the +35000 % point is named
+    assert "CRPS vs DDIM sampling steps" in text and "circle-open" in text  # estimated energy: open markers
+    assert "fp8" in text and "needs a CUDA GPU" in text and "short_window: 6 cells" in text
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:  # `make test` installs Debian's chromium; a bare pytest run must say so
+        pytest.fail("chromium is not installed: run `make browser` (Debian package chromium)")
+    return path
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    """The charts exist in the rendered DOM, no script threw, and a screenshot is taken."""
+    path = report.write(run_dir)
+    chromium = _chromium()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--dump-dom", path.as_uri()],
+        capture_output=True, text=True, timeout=120, env=env,
+    ).stdout  # fmt: skip
+    assert len(re.findall(r'class="main-svg"', dom)) >= 3  # plotly drew every chart (2 svg layers each)
+    assert re.search(r'<pre id="js-errors"[^>]*></pre>', dom), "the page threw JavaScript errors"
+    assert dom.count('class="scatterlayer') >= 3 and "<table" in dom
+    shot = Path(os.environ.get("TWINBENCH_SCREENSHOT", tmp_path / "report.png"))
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1200,1600", f"--screenshot={shot}", path.as_uri()],
+        capture_output=True, timeout=120, env=env, check=True,
+    )  # fmt: skip
+    assert shot.stat().st_size > 20_000  # a blank page compresses to a few KB
