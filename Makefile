@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbench-installed
 SUITE ?= smoke
 
-.PHONY: setup test data bench bench-smoke bench-data bench-harness lint clean
+.PHONY: setup browser test data bench bench-smoke bench-data bench-harness nightly report lint clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-test: setup
+# The report test opens report.html in a real headless browser: Debian's chromium package.
+browser:
+	@command -v chromium >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(PY) -m pytest
 
 data: setup
@@ -42,6 +47,21 @@ bench-data: setup
 # Harness overhead: the harness's p50 latency over a bare ONNX Runtime session (prints the ratio).
 bench-harness: setup
 	$(PY) -m pytest -o addopts="" -p no:cacheprovider -s tests/benchmarks --benchmark-enable
+
+# Nightly gate: the suite against this device's committed baseline (results/baselines/), then the
+# pytest-benchmark latency suite against the last saved nightly. Fails if either regressed.
+NIGHTLY_SUITE ?= nightly
+nightly: setup
+	@$(VENV)/bin/twinbench nightly --suite $(NIGHTLY_SUITE); gate=$$?; \
+	compare=$$(ls results/benchmarks/*/*.json >/dev/null 2>&1 && \
+	  echo "--benchmark-compare --benchmark-compare-fail=median:10%"); \
+	$(PY) -m pytest -o addopts="" -p no:cacheprovider -rs tests/benchmarks/test_nightly.py --benchmark-enable \
+	  --benchmark-autosave --benchmark-storage=results/benchmarks $$compare; bench=$$?; \
+	exit $$(( gate || bench ))
+
+# (Re)write summary.md and report.html of a run: make report RUN=results/runs/<id>
+report: setup
+	$(VENV)/bin/twinbench report $(RUN)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -186,6 +186,100 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench import report, summary
+    from bench.errors import InputError
+    from bench.store import RunDir
+
+    if not (args.run / "plan.json").is_file():
+        raise InputError(f"{args.run} is not a twinbench run (no plan.json)")
+    run_dir = RunDir.open(args.run)
+    if not run_dir.records():
+        raise InputError(f"{args.run} holds no records yet")
+    print(summary.write(run_dir))
+    print(f"report: {report.write(run_dir)}")
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from bench import select
+    from bench.store import load_records
+
+    if (args.run is None) == (args.records is None):
+        raise ConfigError("give exactly one of --run RUN or --records FILE")
+    records, env = load_records(args.run or args.records)
+    constraints = select.Constraints(
+        max_quality_loss_pct=args.max_quality_loss_pct, max_latency_ms_p99=args.max_latency_ms_p99,
+        max_memory_mb=args.max_memory_mb, runtime=args.runtime, batch_size=args.batch_size, grid=args.grid,
+        objective=args.objective,
+    )  # fmt: skip
+    chosen = select.select(records, args.twin, constraints)
+    print(select.render(chosen))
+    if args.export:
+        for path in select.export(chosen, args.export, env):
+            print(f"exported: {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+    from bench.store import load_records
+
+    base, _ = load_records(args.base)
+    new, _ = load_records(args.new)
+    verdict = compare.compare(base, new, args.threshold_pct, args.quality_threshold_pct)
+    text = compare.render(verdict, str(args.base), str(args.new), args.threshold_pct)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return verdict.exit_code
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from bench.store import promote_baseline
+
+    path, replaced = promote_baseline(args.run)
+    print(f"baseline: {path}" + (f" (replaces run {replaced})" if replaced else ""))
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from bench.store import history, history_path
+
+    rows = history(args.db or history_path(), args.twin, args.variant)
+    print("| run | variant | runtime | batch | status | quality | J/inference [95% CI] | source | p50 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        energy = "-" if r.energy_j_per_inference is None else (
+            f"{r.energy_j_per_inference:.4g} [{r.energy_ci95_low:.4g}, {r.energy_ci95_high:.4g}]")  # fmt: skip
+        quality = "-" if r.quality_value is None else f"{r.quality_value:.4g}"
+        p50 = "-" if r.latency_ms_p50 is None else f"{r.latency_ms_p50:.3g}"
+        print(f"| {r.run_id} | {r.variant_name} | {r.runtime} | {r.batch_size} | {r.status} | {quality} | {energy} "
+              f"| {r.energy_source} | {p50} |")  # fmt: skip
+    return 0
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    """Run the nightly suite, compare it with this device's committed baseline, write verdict.md."""
+    from bench import compare
+    from bench.errors import InputError
+    from bench.runner import run
+    from bench.store import baseline_path, load_records
+
+    run_dir = run(args.suite, device=args.device, out=args.out)
+    records, env = load_records(run_dir.path)
+    base = args.baseline or baseline_path(env, records[0].device)
+    if not base.is_file():
+        raise InputError(f"no baseline for this device at {base}: promote a run with `twinbench baseline --run "
+                         f"{run_dir.path}` (and commit it)")  # fmt: skip
+    base_records, _ = load_records(base)
+    verdict = compare.compare(base_records, records, args.threshold_pct, args.quality_threshold_pct)
+    text = compare.render(verdict, str(base), str(run_dir.path), args.threshold_pct)
+    (run_dir.path / "verdict.md").write_text(text)
+    print(text)
+    return verdict.exit_code
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     import torch
 
@@ -250,6 +344,51 @@ def build_parser() -> argparse.ArgumentParser:
         "is always measured ('--variant reference': only it)",
     )  # fmt: skip
     run.set_defaults(func=_cmd_run)
+
+    report = commands.add_parser("report", help="(re)write a run's summary.md and self-contained report.html")
+    report.add_argument("run", type=Path, metavar="RUN")
+    report.set_defaults(func=_cmd_report)
+
+    sel = commands.add_parser("select", help="choose the variant to deploy under constraints (and export it)")
+    sel.add_argument("--run", type=Path, help="a run folder")
+    sel.add_argument("--records", type=Path, help="a records.jsonl file (instead of --run)")
+    sel.add_argument("--twin", required=True)
+    sel.add_argument("--max-quality-loss-pct", type=float, required=True)
+    sel.add_argument("--max-latency-ms-p99", type=float)
+    sel.add_argument("--max-memory-mb", type=float)
+    sel.add_argument("--runtime")
+    sel.add_argument("--batch-size", type=int, help="default: the smallest measured")
+    sel.add_argument("--grid", help="needed when the records hold several grids")
+    sel.add_argument("--objective", default="energy", help="energy (default) or latency")
+    sel.add_argument("--export", type=Path, metavar="DIR", help="write the artifact and model_card.json here")
+    sel.set_defaults(func=_cmd_select)
+
+    cmp = commands.add_parser("compare", help="regressions of NEW against BASE (exit 0 clean, 1 regression)")
+    cmp.add_argument("base", type=Path, metavar="BASE", help="run folder, records.jsonl or baseline JSON")
+    cmp.add_argument("new", type=Path, metavar="NEW")
+    cmp.add_argument("--threshold-pct", type=float, default=5.0, help="energy/latency change that counts (5)")
+    cmp.add_argument("--quality-threshold-pct", type=float, default=0.5, help="quality change that counts (0.5)")
+    cmp.add_argument("--out", type=Path, help="also write the markdown verdict here")
+    cmp.set_defaults(func=_cmd_compare)
+
+    base = commands.add_parser("baseline", help="promote a run to results/baselines/<device>.json")
+    base.add_argument("--run", type=Path, required=True)
+    base.set_defaults(func=_cmd_baseline)
+
+    hist = commands.add_parser("history", help="a twin's records over runs, from the SQLite history")
+    hist.add_argument("--twin", required=True)
+    hist.add_argument("--variant", help="a variant id or the start of its name")
+    hist.add_argument("--db", type=Path, help="default: results/history.sqlite")
+    hist.set_defaults(func=_cmd_history)
+
+    night = commands.add_parser("nightly", help="run the nightly suite and compare it with this device's baseline")
+    night.add_argument("--suite", default="nightly")
+    night.add_argument("--device", choices=["cpu", "cuda"])
+    night.add_argument("--out", type=Path)
+    night.add_argument("--baseline", type=Path, help="default: results/baselines/<this device>.json")
+    night.add_argument("--threshold-pct", type=float, default=5.0)
+    night.add_argument("--quality-threshold-pct", type=float, default=0.5)
+    night.set_defaults(func=_cmd_nightly)
 
     env = commands.add_parser("env", help="the device, the energy meters available here and why others are not")
     env.set_defaults(func=_cmd_env)

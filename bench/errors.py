@@ -26,6 +26,12 @@ class ConfigError(TwinbenchError):
     exit_code = 2
 
 
+class InputError(TwinbenchError):
+    """A run, records file or baseline that is missing, unreadable or not comparable."""
+
+    exit_code = 2
+
+
 class DataError(TwinbenchError):
     """Data that cannot be built or used: a failed power flow, an inconsistent grid."""
 

@@ -49,6 +49,8 @@ class Record:
     energy_over_floor: float | None = None
     # latency / throughput / size
     latency_ms_p50: float | None = None
+    latency_ms_p50_ci95_low: float | None = None  # bootstrap CI of the p50 (per-call timings)
+    latency_ms_p50_ci95_high: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
     latency_ms_mean: float | None = None

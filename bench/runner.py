@@ -401,6 +401,8 @@ def measure_group(
                 energy_floor_j=floor,
                 energy_over_floor=(stats.median / floor) if (stats and floor) else None,
                 latency_ms_p50=p.latency["p50"],
+                latency_ms_p50_ci95_low=p.latency["p50_ci95_low"],
+                latency_ms_p50_ci95_high=p.latency["p50_ci95_high"],
                 latency_ms_p90=p.latency["p90"],
                 latency_ms_p99=p.latency["p99"],
                 latency_ms_mean=p.latency["mean"],

@@ -73,3 +73,31 @@ def ort_predict_fn(path: Path, threads: int | None = None) -> PredictFn:
         return session.run(None, dict(zip(names, inputs, strict=True)))[0]
 
     return predict
+
+
+def load_exported(folder: Path) -> torch.nn.Module:
+    """Rebuild a torch variant exported by `twinbench select --export`: the twin's module from its
+    config, the pass chain replayed (it fixes the architecture: pruned widths, student sizes, steps),
+    then the exported weights loaded strictly. Needs the grid cache and reference checkpoint."""
+    import json
+
+    import safetensors.torch
+
+    from bench.errors import InputError
+    from compress.base import PassContext, parse_variant
+    from models.checkpoint import checkpoint_path, identity, load_checkpoint
+    from models.grid.cache import load_grid
+    from models.registry import get_twin
+
+    spec = json.loads((folder / "variant.json").read_text())
+    ref = spec["reference"]
+    cls = get_twin(ref["twin"])
+    twin = cls(load_grid(ref["grid"]), cls.config_for(spec["model_size"]))
+    if json.loads(json.dumps(identity(twin), default=str)) != ref:
+        raise InputError(f"{folder} was exported from another twin version, config or data than this cache holds")
+    model = twin.build_model()
+    load_checkpoint(twin, model, checkpoint_path(twin))
+    ctx = PassContext(twin=twin, device="cpu", workdir=folder, target="torch", log=lambda m: None)
+    model = parse_variant(spec["chain"]).build(model, ctx)
+    safetensors.torch.load_model(model, str(folder / "weights.safetensors"), strict=True)
+    return model.eval()

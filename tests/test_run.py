@@ -150,3 +150,48 @@ def test_summary_marks_each_twins_frontier(matrix_run):
     text = (paths[0] / "summary.md").read_text()
     assert "## grid-gnn on 1-LV-rural1--2-sw, batch 32" in text and "| E" in text
     assert "sparsity-2:4() on torch-eager: unsupported" in text
+
+
+def test_select_exports_an_onnx_variant_that_reproduces_its_quality(matrix_run, smoke_grid, tmp_path, capsys):
+    """Export round trip: the exported ONNX loads in ONNX Runtime and gives the recorded test quality."""
+    from models.export import ort_predict_fn
+    from models.registry import get_twin
+
+    _, paths = matrix_run
+    argv = ["select", "--run", str(paths[0]), "--twin", "grid-gnn", "--max-quality-loss-pct", "200",
+            "--runtime", "onnxruntime", "--batch-size", "32", "--export", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    assert card["runtime"] == "onnxruntime" and card["measurements"]["energy_source"] == "estimate"
+    assert card["constraints"]["max_quality_loss_pct"] == 200 and card["why"] and card["environment"]["cpu_cores"]
+    (onnx_file,) = [tmp_path / "out" / f for f in card["files"] if f.endswith(".onnx")]
+    twin = get_twin("grid-gnn")(smoke_grid, get_twin("grid-gnn").config_for("smoke"))
+    quality = twin.evaluate(ort_predict_fn(onnx_file), "test")
+    assert quality.value == pytest.approx(card["quality"]["value"], rel=1e-6)
+    assert main(argv) == 2 and "already holds an export" in capsys.readouterr().err  # never overwritten
+
+
+def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tmp_path):
+    """A pruned, fine-tuned torch variant: safetensors weights + lineage rebuild the same module."""
+    from bench.select import Constraints, export, select
+    from bench.store import load_records
+    from models.export import load_exported, torch_predict_fn
+    from models.registry import get_twin
+
+    records, _ = load_records(matrix_run[1][0])
+    pruned = [r for r in records if r.status == "ok" and r.lineage and r.runtime == "torch-eager"
+              and [s["pass"] for s in r.lineage] == ["prune-structured"]]  # fmt: skip
+    sel = select(pruned, "grid-gnn", Constraints(max_quality_loss_pct=1e9, runtime="torch-eager"))
+    files = export(sel, tmp_path / "torch", {})
+    assert {f.name for f in files} == {"weights.safetensors", "variant.json", "model_card.json"}
+    model = load_exported(tmp_path / "torch")
+    assert sum(p.numel() for p in model.parameters()) == sel.chosen.params
+    twin = get_twin("grid-gnn")(smoke_grid, get_twin("grid-gnn").config_for("smoke"))
+    assert twin.evaluate(torch_predict_fn(model), "test").value == pytest.approx(sel.chosen.quality_value, rel=1e-6)
+
+
+def test_run_writes_summary_and_a_report(matrix_run):
+    _, paths = matrix_run
+    for path in paths:
+        assert (path / "summary.md").is_file() and (path / "report.html").stat().st_size > 1_000_000  # plotly inline
+    assert "CRPS vs DDIM sampling steps" in (paths[1] / "report.html").read_text()

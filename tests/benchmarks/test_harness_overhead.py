@@ -10,7 +10,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from bench.runner import Cell, _prepare, latency_pass, make_plan
+from bench.runner import Cell, _open_session, _prepare, latency_pass, make_plan
 from bench.suites import load_suite
 from compress.base import Variant
 from models.checkpoint import train_or_load
@@ -29,7 +29,8 @@ def test_harness_p50_matches_bare_session(benchmark, smoke_grid, tmp_path):
     model, _, _ = train_or_load(twin)
     plan = make_plan(suite, "cpu", twin.name, "onnxruntime", THREADS)
     cell = Cell(smoke_grid.grid, twin.name, Variant(), "onnxruntime", BATCH, "cpu")
-    harness = _prepare(cell, twin, model, suite, plan, tmp_path, seed=0)
+    session, quality = _open_session(cell, twin, model, plan, tmp_path, log=print)
+    harness = _prepare(cell, twin, session, quality, suite, seed=0)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1

@@ -1,0 +1,228 @@
+"""Choose the variant to deploy: the cheapest (energy or latency) cell that meets the user's
+constraints, from the Pareto frontier of one comparison group; export it with a model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError
+from bench.frontier import OBJECTIVES, cost, groups, pareto
+from bench.records import Record
+
+
+class Infeasible(TwinbenchError):
+    """No measured variant meets the constraints (exit 1: a real answer, not bad input)."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_quality_loss_pct: float
+    max_latency_ms_p99: float | None = None
+    max_memory_mb: float | None = None
+    runtime: str | None = None
+    batch_size: int | None = None
+    grid: str | None = None
+    objective: str = "energy"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UnknownNameError("objective", self.objective, list(OBJECTIVES))
+        for name in ("max_latency_ms_p99", "max_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+
+    def misses(self, r: Record) -> list[str]:
+        """How a cell violates each constraint (empty: feasible)."""
+        out = []
+        if r.quality_loss_pct > self.max_quality_loss_pct:
+            out.append(f"quality loss {r.quality_loss_pct:+.2f} % exceeds {self.max_quality_loss_pct:g} % "
+                       f"by {r.quality_loss_pct - self.max_quality_loss_pct:.2f} points")  # fmt: skip
+        if self.max_latency_ms_p99 is not None and (r.latency_ms_p99 or 0) > self.max_latency_ms_p99:
+            out.append(f"p99 {r.latency_ms_p99:.3g} ms exceeds {self.max_latency_ms_p99:g} ms "
+                       f"by {r.latency_ms_p99 - self.max_latency_ms_p99:.3g} ms")  # fmt: skip
+        if self.max_memory_mb is not None and (r.peak_memory_mb or 0) > self.max_memory_mb:
+            out.append(f"memory {r.peak_memory_mb:.0f} MB exceeds {self.max_memory_mb:g} MB "
+                       f"by {r.peak_memory_mb - self.max_memory_mb:.0f} MB")  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: Record
+    frontier: list[Record]
+    feasible: list[Record]
+    reasons: list[str]
+    constraints: Constraints
+
+
+def _only(values: set, flag: str, what: str, given=None):
+    if given is not None:
+        if given not in values:
+            raise UnknownNameError(what, str(given), sorted(map(str, values)))
+        return given
+    if len(values) > 1:
+        raise ConfigError(
+            f"the records hold several {what}s ({', '.join(sorted(map(str, values)))}): pick one with {flag}"
+        )
+    return next(iter(values))
+
+
+def select(records: list[Record], twin: str, c: Constraints) -> Selection:
+    twins = {r.twin for r in records}
+    if twin not in twins:
+        raise UnknownNameError("twin in these records", twin, sorted(twins))
+    mine = [r for r in records if r.twin == twin]
+    grid = _only({r.grid for r in mine}, "--grid", "grid", c.grid)
+    mine = [r for r in mine if r.grid == grid]
+    if c.runtime is not None:
+        _only({r.runtime for r in mine}, "--runtime", "runtime", c.runtime)
+        mine = [r for r in mine if r.runtime == c.runtime]
+    # A deployment serves one batch size; default: the smallest measured (on-line serving).
+    batch = c.batch_size if c.batch_size is not None else min(r.batch_size for r in mine)
+    _only({r.batch_size for r in mine}, "--batch-size", "batch size", batch)
+    mine = [r for r in mine if r.batch_size == batch]
+    by_group = groups(mine, c.objective)
+    if not by_group:
+        raise Infeasible(f"no measured (status ok) cell of {twin} with a {c.objective} figure to choose from")
+    if len(by_group) > 1:
+        sources = sorted({k[-1] for k in by_group})
+        raise InputError(f"the records mix energy sources {sources}: measured and estimated joules are not comparable")
+    (candidates,) = by_group.values()
+    frontier = pareto(candidates, c.objective)
+    feasible = [r for r in candidates if not c.misses(r)]
+    if not feasible:
+        closest = sorted(candidates, key=lambda r: (len(c.misses(r)), r.quality_loss_pct, cost(r, c.objective)))[:3]
+        detail = "\n".join(f"  {r.variant_name} on {r.runtime}: {'; '.join(c.misses(r))}" for r in closest)
+        raise Infeasible(f"no variant of {twin} (batch {batch}) meets the constraints; the closest:\n{detail}")
+    ranked = sorted(feasible, key=lambda r: (cost(r, c.objective), r.quality_loss_pct, r.size_bytes or 0))
+    chosen = ranked[0]
+    return Selection(chosen, frontier, feasible, _reasons(chosen, ranked, candidates, c, batch), c)
+
+
+def _reasons(chosen: Record, ranked: list[Record], candidates: list[Record], c: Constraints, batch: int) -> list[str]:
+    unit = "J/inference" if c.objective == "energy" else "ms (p50)"
+    low, high = _ci(chosen, c.objective)
+    out = [
+        f"lowest {c.objective} of the {len(ranked)} cells (of {len(candidates)} measured at batch {batch}) "
+        f"that meet the constraints: {cost(chosen, c.objective):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
+        f"quality: {chosen.quality_metric} {chosen.quality_value:.4g}, loss {chosen.quality_loss_pct:+.2f} % "
+        f"(limit {c.max_quality_loss_pct:g} %)",
+    ]
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        r_low, _ = _ci(runner_up, c.objective)
+        overlap = "within" if r_low <= high else "beyond"
+        out.append(
+            f"runner-up: {runner_up.variant_name} on {runner_up.runtime} at {cost(runner_up, c.objective):.4g} "
+            f"{unit} ({overlap} the noise: CIs {'overlap' if overlap == 'within' else 'do not overlap'})"
+        )
+    ref = next((r for r in candidates if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
+    if ref is not None and ref is not chosen:
+        out.append(
+            f"{cost(chosen, c.objective) / cost(ref, c.objective):.2f}x the fp32 torch-eager reference's {c.objective}"
+        )
+    if chosen.flags:
+        out.append(f"validity flags on this cell: {', '.join(chosen.flags)}")
+    return out
+
+
+def _ci(r: Record, objective: str) -> tuple[float, float]:
+    if objective == "energy":
+        return r.energy_ci95_low, r.energy_ci95_high
+    low, high = r.latency_ms_p50_ci95_low, r.latency_ms_p50_ci95_high
+    return (low, high) if low is not None else (r.latency_ms_p50, r.latency_ms_p50)
+
+
+def render(sel: Selection) -> str:
+    c = sel.constraints
+    lines = [f"frontier ({c.objective} vs quality loss), cheapest first; * meets the constraints:"]
+    for r in sel.frontier:
+        mark = "*" if r in sel.feasible else " "
+        lines.append(
+            f" {mark} {r.variant_name:60.60} {r.runtime:13} loss {r.quality_loss_pct:+7.2f} %  "
+            f"{cost(r, c.objective):.4g} {'J' if c.objective == 'energy' else 'ms'}  p99 {r.latency_ms_p99:.3g} ms"
+        )
+    lines += ["", f"chosen: {sel.chosen.variant_name} on {sel.chosen.runtime} (variant {sel.chosen.variant_id})"]
+    lines += [f"  - {reason}" for reason in sel.reasons]
+    return "\n".join(lines)
+
+
+def export(sel: Selection, out: Path, env: dict) -> list[Path]:
+    """Write the deployable artifact and model_card.json into `out` (which must not hold an export)."""
+    r = sel.chosen
+    if (out / "model_card.json").exists():
+        raise InputError(f"{out} already holds an export (model_card.json); choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    files = _export_onnx(r, out) if r.runtime == "onnxruntime" else _export_torch(r, out)
+    card = {
+        "twin": r.twin, "grid": r.grid, "variant_id": r.variant_id, "variant_name": r.variant_name,
+        "lineage": list(r.lineage), "runtime": r.runtime, "device": r.device, "batch_size": r.batch_size,
+        "files": [p.name for p in files],
+        "quality": {"metric": r.quality_metric, "value": r.quality_value, "reference_value": r.quality_ref_value,
+                    "loss_pct": r.quality_loss_pct, "all_metrics": r.quality_metrics, "split": "test"},
+        "measurements": {
+            "energy_j_per_inference": r.energy_j_per_inference, "energy_ci95": [r.energy_ci95_low, r.energy_ci95_high],
+            "energy_cv": r.energy_cv, "energy_source": r.energy_source,
+            "energy_dynamic_j_per_inference": r.energy_dynamic_j_per_inference,
+            "latency_ms": {"p50": r.latency_ms_p50, "p50_ci95": [r.latency_ms_p50_ci95_low, r.latency_ms_p50_ci95_high],
+                           "p90": r.latency_ms_p90, "p99": r.latency_ms_p99},
+            "throughput_per_s": r.throughput_per_s, "peak_memory_mb": r.peak_memory_mb,
+            "params": r.params, "size_bytes": r.size_bytes, "flags": list(r.flags),
+            "window_s": r.window_s, "repetitions": r.repetitions, "run_id": r.run_id, "suite": r.suite,
+        },
+        "constraints": asdict(sel.constraints), "why": sel.reasons, "environment": env,
+        "created_unix": int(time.time()),
+    }  # fmt: skip
+    card_path = out / "model_card.json"
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return [*files, card_path]
+
+
+def _export_onnx(r: Record, out: Path) -> list[Path]:
+    src = Path(r.artifact_path or "")
+    if not src.is_file():
+        raise InputError(f"the ONNX artifact {src} of this record no longer exists; re-run the suite")
+    files = []
+    for f in sorted(src.parent.glob(src.name + "*")):  # the graph and its external data file
+        if f.name == src.name or f.name == src.name + ".data":
+            shutil.copy2(f, out / f.name)
+            files.append(out / f.name)
+    return files
+
+
+def _export_torch(r: Record, out: Path) -> list[Path]:
+    """safetensors weights of the variant plus what rebuilds its module (twin, config, chain)."""
+    import safetensors.torch
+
+    from bench.suites import load_suite
+    from compress.base import PassContext, parse_variant
+    from models.checkpoint import checkpoint_path, identity, load_checkpoint
+    from models.grid.cache import load_grid
+    from models.registry import get_twin
+
+    cls = get_twin(r.twin)
+    twin = cls(load_grid(r.grid), cls.config_for(load_suite(r.suite).model_size))
+    reference = twin.build_model()
+    load_checkpoint(twin, reference, checkpoint_path(twin))  # never trains: an export reuses what was measured
+    chain = [{"pass": s["pass"], **s["params"]} for s in r.lineage]
+    variant = parse_variant(chain)
+    model = variant.build(
+        reference, PassContext(twin=twin, device="cpu", workdir=out, target="torch", log=lambda m: None)
+    )
+    weights = out / "weights.safetensors"
+    try:
+        safetensors.torch.save_model(model, str(weights))
+    except Exception as e:  # quantized tensor subclasses have no plain-tensor form
+        weights.unlink(missing_ok=True)
+        raise InputError(f"{r.variant_name} on {r.runtime} cannot be saved as safetensors ({e}); "
+                         "select it on --runtime onnxruntime for a portable artifact") from e  # fmt: skip
+    spec = out / "variant.json"
+    spec.write_text(json.dumps({"reference": identity(twin), "model_size": load_suite(r.suite).model_size,
+                                "chain": chain, "variant_id": variant.id,
+                                "rebuild": "models.export.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
+    return [weights, spec]
