@@ -50,9 +50,10 @@ bench-harness: setup
 
 # Nightly gate: the suite against this device's committed baseline (results/baselines/), then the
 # pytest-benchmark latency suite against the last saved nightly. Fails if either regressed.
-NIGHTLY_SUITE ?= nightly
+# Without CUDA the gate runs the CPU smoke suite (against a CPU baseline), so the path is exercised.
 nightly: setup
-	@$(VENV)/bin/twinbench nightly --suite $(NIGHTLY_SUITE); gate=$$?; \
+	@suite=$${NIGHTLY_SUITE:-$$($(PY) -c "import torch; print('nightly' if torch.cuda.is_available() else 'smoke')")}; \
+	$(VENV)/bin/twinbench nightly --suite $$suite; gate=$$?; \
 	compare=$$(ls results/benchmarks/*/*.json >/dev/null 2>&1 && \
 	  echo "--benchmark-compare --benchmark-compare-fail=median:10%"); \
 	$(PY) -m pytest -o addopts="" -p no:cacheprovider -rs tests/benchmarks/test_nightly.py --benchmark-enable \

@@ -187,7 +187,9 @@ def test_step_distilled_diffusion_student_halves_the_steps(trained, tmp_path):
     10 % of the teacher's on validation and better than climatology."""
     twin, model = trained["diffusion-forecaster"]
     spec = {"pass": "diffusion-step-distill", "rounds": 1, "max_epochs": 8}  # as in the smoke suite
+    before = copy.deepcopy(model)
     student = parse_variant([spec]).build(model, _ctx(twin, tmp_path))
+    assert _same_weights(model, before) and model.timesteps == before.timesteps
     assert student.timesteps == model.timesteps[::2] and len(model.timesteps) == twin.config.sample_steps
     assert _params(student) == _params(model) and not _same_weights(student, model)
     quality = twin.evaluate(torch_predict_fn(student), "val")
