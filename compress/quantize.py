@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,9 @@ class QuantDynamicInt8(Pass):
         try:
             # ORT's recommended preprocessing (symbolic shape inference, graph cleanup) first: the
             # dynamo exporter's recorded shapes otherwise contradict the quantizer's inference.
-            quant_pre_process(str(path), str(prepared))
-            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+            with _quiet_quantizer():
+                quant_pre_process(str(path), str(prepared))
+                quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
         except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
             out.unlink(missing_ok=True)
             raise Unsupported(f"onnxruntime quantize_dynamic cannot quantize this graph: {str(e)[:200]}") from e
@@ -58,6 +61,19 @@ class QuantDynamicInt8(Pass):
 
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """ORT's quantizers log every tensor they skip on the root logger (hundreds of lines); what
+    matters reaches the caller as an exception or as the quantized model's measured quality."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _CalibrationReader:
@@ -116,12 +132,14 @@ class QuantStaticInt8(Pass):
         names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
         inputs = ctx.twin.example_inputs(self.calibration_samples, seed=0, split="train")
         try:
-            quant_pre_process(str(path), str(prepared))
-            quantize_static(
-                str(prepared), str(out), _CalibrationReader(names, inputs, batch_size=32),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=self.per_channel, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
-            )  # fmt: skip
+            with _quiet_quantizer():
+                quant_pre_process(str(path), str(prepared))
+                quantize_static(
+                    str(prepared), str(out), _CalibrationReader(names, inputs, batch_size=32),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=self.per_channel,
+                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
+                )  # fmt: skip
         except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
             out.unlink(missing_ok=True)
             raise Unsupported(f"onnxruntime quantize_static cannot quantize this graph: {str(e)[:200]}") from e
