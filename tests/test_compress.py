@@ -259,3 +259,26 @@ def test_run_measures_variants_and_records_unsupported_ones(tmp_path, monkeypatc
     # A resumed run keeps its variants: nothing is left to measure.
     assert main(["run", "--resume", str(path)]) == 0
     assert len(RunDir.open(path).records()) == 8
+
+
+def test_nightly_gate_compares_with_the_device_baseline(tmp_path, monkeypatch, gnn, capsys):
+    """`twinbench nightly`: without a baseline, exit 2 naming the promote command; with one
+    promoted from that run, a verdict.md in the new run folder and exit 0 (clean) or 1 (regression)."""
+    from bench.store import promote_baseline
+
+    suite_dir = tmp_path / "suites"
+    suite_dir.mkdir()
+    (suite_dir / "gate.toml").write_text(SUITE)
+    monkeypatch.setattr(suites, "SUITES_DIR", suite_dir)
+    runs, baseline = tmp_path / "runs", tmp_path / "baselines" / "this-device.json"
+    argv = ["nightly", "--suite", "gate", "--out", str(runs), "--baseline", str(baseline)]
+    assert main(argv) == 2
+    assert "twinbench baseline --run" in capsys.readouterr().err
+    (first,) = list(runs.iterdir())
+    promoted, _ = promote_baseline(first, tmp_path / "promoted")
+    promoted.rename(baseline.parent.mkdir(parents=True) or baseline)
+    code = main(argv)
+    second = next(p for p in runs.iterdir() if p != first)
+    verdict = (second / "verdict.md").read_text()
+    assert code in (0, 1) and verdict.startswith("# twinbench compare: ")
+    assert ("REGRESSION" in verdict) == (code == 1) and "cells compared" in verdict
