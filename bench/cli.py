@@ -79,13 +79,19 @@ def _suite_twins(args: argparse.Namespace):
     return suite, grids, twins
 
 
-def _reference(twin_cls, grid_name: str, size: str, retrain: bool = False):
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _reference(twin_cls, grid_name: str, size: str, retrain: bool = False, device: str = "cpu"):
     """(twin, trained model, checkpoint meta, trained now) for a grid from the data cache."""
     from models.checkpoint import train_or_load
     from models.grid.cache import load_grid
 
     twin = twin_cls(load_grid(grid_name), twin_cls.config_for(size))
-    model, meta, trained = train_or_load(twin, log=lambda m: print(m, file=sys.stderr), retrain=retrain)
+    model, meta, trained = train_or_load(twin, log=lambda m: print(m, file=sys.stderr), retrain=retrain, device=device)
     return twin, model, meta, trained
 
 
@@ -102,7 +108,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     failed = False
     for grid in grids:
         for twin_cls in twins:
-            twin, model, meta, trained = _reference(twin_cls, grid, suite.model_size, args.retrain)
+            device = args.device or _default_device()
+            twin, model, meta, trained = _reference(twin_cls, grid, suite.model_size, args.retrain, device)
             evaluation = twin.evaluate(torch_predict_fn(model), args.split)
             summary = meta["summary"]
             how = f"{summary['train_seconds']:.0f} s, {summary['epochs']} epochs" + ("" if trained else " (cached)")
@@ -319,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--twin", help="only this twin")
     train.add_argument("--split", default="test", choices=["train", "val", "test"])
     train.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
+    train.add_argument(
+        "--device", choices=["cpu", "cuda"], help="where to train (default: cuda if available, else cpu)"
+    )
     train.set_defaults(func=_cmd_train)
 
     predict = commands.add_parser("predict", help="write a reference twin's predictions and targets to a .npz")

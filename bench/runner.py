@@ -497,7 +497,7 @@ def run(
     for grid_name, twin_name in groups:
         cls = get_twin(twin_name)
         twin_obj = cls(load_grid(grid_name), cls.config_for(suite.model_size))
-        model, _, _ = train_or_load(twin_obj, log=log)
+        model, _, _ = train_or_load(twin_obj, log=log, device=plan.device)
         group = [c for c in todo if (c.grid, c.twin) == (grid_name, twin_name)]
 
         on_cell = functools.partial(lambda done, what: progress(done, len(cells), what), finished)

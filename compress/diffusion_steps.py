@@ -64,7 +64,7 @@ class DiffusionStepDistill(Pass):
                 raise Unsupported(f"round {r + 1}: the teacher already samples in one step")
             student = copy.deepcopy(teacher)
             student.timesteps = teacher.timesteps[::2]
-            train = lambda m, t=teacher: twin.train_step_student(m, t, ctx.log, fit_cfg)  # noqa: E731
+            train = lambda m, t=teacher: twin.train_step_student(m, t, ctx.log, fit_cfg, ctx.device)  # noqa: E731
             student, _ = train_or_load_variant(twin, ctx.cache_key(self, round=r + 1), student, train, ctx.log)
             teacher = student.eval()
         return teacher

@@ -48,6 +48,7 @@ class Distill(Pass):
         distillation = Distillation(teacher=model, weight=self.weight)
         student, _ = train_or_load_variant(
             twin, ctx.cache_key(self), student,
-            lambda m: student_twin.train(m, ctx.log, fit_cfg=fit_cfg, distill=distillation), ctx.log,
+            lambda m: student_twin.train(m, ctx.log, fit_cfg=fit_cfg, distill=distillation, device=ctx.device),
+            ctx.log,
         )  # fmt: skip
         return student.eval()

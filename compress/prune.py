@@ -83,7 +83,11 @@ class PruneStructured(Pass):
         twin = ctx.twin
         fit_cfg = recovery(twin.config.fit, self.finetune_epochs)
         model, _ = train_or_load_variant(
-            twin, ctx.cache_key(self), model, lambda m: twin.train(m, ctx.log, fit_cfg=fit_cfg), ctx.log
+            twin,
+            ctx.cache_key(self),
+            model,
+            lambda m: twin.train(m, ctx.log, fit_cfg=fit_cfg, device=ctx.device),
+            ctx.log,
         )
         return model.eval()
 

@@ -77,7 +77,7 @@ def load_checkpoint(twin, model: torch.nn.Module, path: Path, chain: tuple = ())
     return meta
 
 
-def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = False):
+def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = False, device: str = "cpu"):
     """The twin's trained reference model: from the checkpoint cache, or trained and cached now.
 
     Returns (model, meta, trained_now).
@@ -86,8 +86,8 @@ def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = Fal
     path = checkpoint_path(twin, root)
     if path.exists() and not retrain:
         return model, load_checkpoint(twin, model, path), False
-    log(f"training {twin.name} on {twin.grid.grid}")
-    summary = twin.train(model, log)
+    log(f"training {twin.name} on {twin.grid.grid} ({device})")
+    summary = {**twin.train(model, log, device=device), "device": device}
     save_checkpoint(twin, model, path, summary)
     return model, load_checkpoint(twin, model, path), True
 

@@ -71,11 +71,12 @@ class Twin(ABC):
         """A fresh inference module: `module(*inputs) -> output`, inputs as in `inputs()`."""
 
     @abstractmethod
-    def train(self, model, log: Callable[[str], None], *, fit_cfg=None, distill=None) -> dict:
+    def train(self, model, log: Callable[[str], None], *, fit_cfg=None, distill=None, device: str = "cpu") -> dict:
         """Train `model` in place (deterministic, early stopping on validation); return a summary.
 
         fit_cfg (a models.training.FitConfig) replaces the config's schedule, e.g. for a short
-        recovery fine-tune; distill (models.training.Distillation) adds a teacher to the loss.
+        recovery fine-tune; distill (models.training.Distillation) adds a teacher to the loss;
+        device is where training runs ('cuda' on a GPU machine). The model ends on the CPU.
         """
 
     @classmethod

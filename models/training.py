@@ -112,6 +112,14 @@ class Distillation:
         return (1 - self.weight) * criterion(pred, label) + self.weight * criterion(pred, target)
 
 
+def teacher_on(distill: Distillation | None, device: torch.device) -> Distillation | None:
+    """The distillation with a copy of its teacher on the training device (the teacher passed in,
+    a pass's input model, must not move)."""
+    if distill is None:
+        return None
+    return replace(distill, teacher=copy.deepcopy(distill.teacher).to(device).eval())
+
+
 def recovery(cfg: FitConfig, epochs: int) -> FitConfig:
     """A short fine-tune after a pass changed the weights: a few epochs at a lower learning rate."""
     return replace(cfg, lr=cfg.lr / 4, max_epochs=epochs, patience=min(cfg.patience, epochs))

@@ -14,6 +14,7 @@ and blows the error up (tried: CRPS four times worse than climatology); predicti
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from models.grid.streams import window_starts
 from models.registry import Evaluation, PredictFn, Twin, input_scale, register_twin
-from models.training import Distillation, FitConfig, fit
+from models.training import Distillation, FitConfig, fit, teacher_on
 
 STEPS_PER_DAY = 96
 DAYS_PER_WEEK = 7
@@ -272,16 +273,22 @@ class DiffusionForecasterTwin(Twin):
         return {"samples": samples, "pred": np.median(samples, axis=1), "target": self.targets(split)}
 
     def train(
-        self, model: DiffusionForecaster, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
-    ) -> dict:
+        self, model: DiffusionForecaster, log, *, fit_cfg: FitConfig | None = None,
+        distill: Distillation | None = None, device: str = "cpu",
+    ) -> dict:  # fmt: skip
         cfg = fit_cfg or self.config.fit
+        dev = torch.device(device)
         train_starts = self._starts("train")
         val_history, val_calendar, val_future = map(torch.from_numpy, self._windows(self._starts("val", 4)))
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         val_t = torch.randint(0, self.config.train_steps, (len(val_history),), generator=gen)
         val_noise = torch.randn(len(val_history), val_history.shape[2], self.config.horizon, generator=gen)
+        val = tuple(t.to(dev) for t in (val_history, val_calendar, val_future, val_t, val_noise))
+        model.to(dev)
+        distill = teacher_on(distill, dev)
 
         def denoising_loss(history, calendar, future, t, noise, with_teacher=None):
+            history, calendar, future, t, noise = (x.to(dev) for x in (history, calendar, future, t, noise))
             x0 = model.to_target(history, future)
             a = model.alpha_bar[t].view(-1, 1, 1)
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -301,14 +308,18 @@ class DiffusionForecasterTwin(Twin):
                 yield history, calendar, future, t, noise
 
         def val_loss():
-            return denoising_loss(val_history, val_calendar, val_future, val_t, val_noise).item()
+            return denoising_loss(*val).item()
 
         # Early stopping looks at the labels alone, with or without a teacher.
-        return fit(model, cfg, epoch, lambda batch: denoising_loss(*batch, with_teacher=distill), val_loss, log)
+        try:
+            return fit(model, cfg, epoch, lambda batch: denoising_loss(*batch, with_teacher=distill), val_loss, log)
+        finally:
+            model.cpu()
 
     def train_step_student(
-        self, student: DiffusionForecaster, teacher: DiffusionForecaster, log, fit_cfg: FitConfig | None = None
-    ) -> dict:
+        self, student: DiffusionForecaster, teacher: DiffusionForecaster, log, fit_cfg: FitConfig | None = None,
+        device: str = "cpu",
+    ) -> dict:  # fmt: skip
         """Progressive distillation (Salimans & Ho, 2022): `student` samples over every other step of
         `teacher.timesteps`, and learns to land in one DDIM step where the teacher lands in two.
 
@@ -320,7 +331,10 @@ class DiffusionForecasterTwin(Twin):
         if student.timesteps != teacher_steps[::2]:
             raise ValueError("the student samples over every other step of its teacher")
         cfg = fit_cfg or self.config.fit
+        dev = torch.device(device)
         train_starts = self._starts("train")
+        teacher = copy.deepcopy(teacher).to(dev).eval()  # the pass's input model stays where it is
+        student.to(dev)
         alpha_bar = teacher.alpha_bar
 
         def target_x0(x_t: Tensor, i: int, context: Tensor) -> Tensor:
@@ -335,12 +349,13 @@ class DiffusionForecasterTwin(Twin):
             return (x - ratio * x_t) / (a2.sqrt() - ratio * a.sqrt())
 
         def loss(history, calendar, future, i, noise):
+            history, calendar, future, noise = (x.to(dev) for x in (history, calendar, future, noise))
             x0 = student.to_target(history, future)
             t = student.timesteps[i]
             x_t = alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * noise
             with torch.no_grad():
                 target = target_x0(x_t, i, teacher.encode(history, calendar))
-            t_batch = torch.full((len(x_t),), t, dtype=torch.long)
+            t_batch = torch.full((len(x_t),), t, dtype=torch.long, device=dev)
             return torch.nn.functional.mse_loss(
                 student.denoiser(x_t, t_batch, student.encode(history, calendar)), target
             )
@@ -361,7 +376,10 @@ class DiffusionForecasterTwin(Twin):
         def val_loss():
             return sum(loss(*val, i, val_noise).item() for i in range(len(student.timesteps)))
 
-        return fit(student, cfg, epoch, lambda batch: loss(*batch), val_loss, log)
+        try:
+            return fit(student, cfg, epoch, lambda batch: loss(*batch), val_loss, log)
+        finally:
+            student.cpu()
 
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         starts = self._starts(split, self.eval_stride)

@@ -17,7 +17,7 @@ from torch_geometric.nn import MessagePassing
 
 from models.grid.powerflow import NetworkModel, solve_power_flow
 from models.registry import Evaluation, PredictFn, Twin, batched, input_scale, register_twin
-from models.training import Distillation, FitConfig, fit
+from models.training import Distillation, FitConfig, fit, teacher_on
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,9 @@ class GridGNNTwin(Twin):
         return np.stack([s["vm_pu"][rows], s["va_degree"][rows]], axis=-1)
 
     def train(
-        self, model: GridGNN, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
-    ) -> dict:
+        self, model: GridGNN, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None,
+        device: str = "cpu",
+    ) -> dict:  # fmt: skip
         from torch_geometric.data import Batch, Data
         from torch_geometric.loader import DataLoader
 
@@ -154,10 +155,14 @@ class GridGNNTwin(Twin):
                 y = (torch.from_numpy(self.targets(split)) - model.out_mean) / model.out_std
             return [Data(x=x[i], y=y[i], edge_index=model.edge_index, edge_attr=model.edge_feat) for i in range(len(x))]
 
-        train_graphs, val_batch = graphs("train"), Batch.from_data_list(graphs("val"))
+        dev = torch.device(device)
+        train_graphs, val_batch = graphs("train"), Batch.from_data_list(graphs("val")).to(dev)
         cfg = fit_cfg or self.config.fit
+        model.to(dev)
+        distill = teacher_on(distill, dev)
 
         def loss_fn(batch):
+            batch = batch.to(dev)
             pred = model.core(batch.x, batch.edge_index, batch.edge_attr)
             if distill is None:
                 return torch.nn.functional.mse_loss(pred, batch.y)
@@ -172,7 +177,10 @@ class GridGNNTwin(Twin):
         def epoch(generator):
             return DataLoader(train_graphs, batch_size=cfg.batch_size, shuffle=True, generator=generator)
 
-        return fit(model, cfg, epoch, loss_fn, val_loss, log)
+        try:
+            return fit(model, cfg, epoch, loss_fn, val_loss, log)
+        finally:
+            model.cpu()
 
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         (injections,) = self.inputs(split)

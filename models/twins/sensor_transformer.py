@@ -14,7 +14,7 @@ import torch
 
 from models.grid.streams import window_starts
 from models.registry import Evaluation, PredictFn, Twin, batched, register_twin
-from models.training import Distillation, FitConfig, fit
+from models.training import Distillation, FitConfig, fit, teacher_on
 
 STEPS_PER_DAY = 96
 
@@ -143,15 +143,19 @@ class SensorTransformer(Twin):
         return (self._windows(split)[0],)
 
     def train(
-        self, model: PatchTSTForecaster, log, *, fit_cfg: FitConfig | None = None, distill: Distillation | None = None
-    ) -> dict:
-        x_train, y_train = map(torch.from_numpy, self._windows("train"))
-        x_val, y_val = map(torch.from_numpy, self._windows("val", 8))
+        self, model: PatchTSTForecaster, log, *, fit_cfg: FitConfig | None = None,
+        distill: Distillation | None = None, device: str = "cpu",
+    ) -> dict:  # fmt: skip
+        dev = torch.device(device)
+        x_train, y_train = (torch.from_numpy(a).to(dev) for a in self._windows("train"))
+        x_val, y_val = (torch.from_numpy(a).to(dev) for a in self._windows("val", 8))
         cfg = fit_cfg or self.config.fit
+        model.to(dev)
+        distill = teacher_on(distill, dev)
 
         def epoch(generator):
             picked = torch.randperm(len(x_train), generator=generator)[: self.config.windows_per_epoch]
-            return picked.split(cfg.batch_size)
+            return (idx.to(dev) for idx in picked.split(cfg.batch_size))
 
         # L1: the metric is MAE, and the median forecast is what minimises it.
         def loss_fn(idx):
@@ -163,7 +167,10 @@ class SensorTransformer(Twin):
         def val_loss():
             return torch.nn.functional.l1_loss(model(x_val), y_val).item()
 
-        return fit(model, cfg, epoch, loss_fn, val_loss, log)
+        try:
+            return fit(model, cfg, epoch, loss_fn, val_loss, log)
+        finally:
+            model.cpu()
 
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         x, y = self._windows(split)
