@@ -40,24 +40,11 @@ class QuantDynamicInt8(Pass):
 
     def apply_onnx(self, path: Path, ctx: PassContext) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        out = path.with_name(path.stem + ".int8.onnx")
-        if out.exists():  # one quantized graph serves every batch size
-            return out
-        prepared = path.with_name(path.stem + ".preprocessed.onnx")
-        try:
-            # ORT's recommended preprocessing (symbolic shape inference, graph cleanup) first: the
-            # dynamo exporter's recorded shapes otherwise contradict the quantizer's inference.
-            with _quiet_quantizer():
-                quant_pre_process(str(path), str(prepared))
-                quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
-        except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
-            out.unlink(missing_ok=True)
-            raise Unsupported(f"onnxruntime quantize_dynamic cannot quantize this graph: {str(e)[:200]}") from e
-        finally:
-            prepared.unlink(missing_ok=True)
-        return out
+        return _run_ort_quantizer(
+            path, ".int8.onnx", "quantize_dynamic",
+            lambda src, out: quantize_dynamic(src, out, weight_type=QuantType.QInt8),
+        )  # fmt: skip
 
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -74,6 +61,31 @@ def _quiet_quantizer():
         yield
     finally:
         root.setLevel(level)
+
+
+def _run_ort_quantizer(path: Path, suffix: str, what: str, quantize) -> Path:
+    """`quantize(preprocessed, out)` over an exported graph -> the quantized graph beside it.
+
+    ORT's recommended preprocessing (symbolic shape inference, graph cleanup) runs first: the
+    dynamo exporter's recorded shapes otherwise contradict the quantizer's inference. One quantized
+    graph serves every batch size; a graph the quantizer cannot type or rewrite is `Unsupported`.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = path.with_name(path.stem + suffix)
+    if out.exists():
+        return out
+    prepared = path.with_name(path.stem + ".preprocessed.onnx")
+    try:
+        with _quiet_quantizer():
+            quant_pre_process(str(path), str(prepared))
+            quantize(str(prepared), str(out))
+    except Exception as e:
+        out.unlink(missing_ok=True)
+        raise Unsupported(f"onnxruntime {what} cannot quantize this graph: {str(e)[:200]}") from e
+    finally:
+        prepared.unlink(missing_ok=True)
+    return out
 
 
 class _CalibrationReader:
@@ -123,26 +135,14 @@ class QuantStaticInt8(Pass):
     def apply_onnx(self, path: Path, ctx: PassContext) -> Path:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        out = path.with_name(path.stem + ".qdq-int8.onnx")
-        if out.exists():
-            return out
-        prepared = path.with_name(path.stem + ".preprocessed.onnx")
-        names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-        inputs = ctx.twin.example_inputs(self.calibration_samples, seed=0, split="train")
-        try:
-            with _quiet_quantizer():
-                quant_pre_process(str(path), str(prepared))
-                quantize_static(
-                    str(prepared), str(out), _CalibrationReader(names, inputs, batch_size=32),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=self.per_channel,
-                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
-                )  # fmt: skip
-        except Exception as e:  # the quantizer cannot type or rewrite some node of this graph
-            out.unlink(missing_ok=True)
-            raise Unsupported(f"onnxruntime quantize_static cannot quantize this graph: {str(e)[:200]}") from e
-        finally:
-            prepared.unlink(missing_ok=True)
-        return out
+        def quantize(src: str, out: str) -> None:
+            names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+            inputs = ctx.twin.example_inputs(self.calibration_samples, seed=0, split="train")
+            quantize_static(
+                src, out, _CalibrationReader(names, inputs, batch_size=32),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=self.per_channel, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
+            )  # fmt: skip
+
+        return _run_ort_quantizer(path, ".qdq-int8.onnx", "quantize_static", quantize)
