@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from bench.frontier import groups, pareto
+from bench.frontier import frontier_keys, groups, pareto
 from bench.records import Record
 
 RUNTIME_COLOURS = {
@@ -229,7 +229,7 @@ def render(records: list[Record], env: dict, title: str) -> str:
         pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px")
         for i, fig in enumerate(charts)
     ]
-    on_front = {r.cell_key for g in groups(records, "energy").values() for r in pareto(g, "energy")}
+    on_front = frontier_keys(records, "energy")
     flags: dict[str, int] = defaultdict(int)
     for r in records:
         for f in r.flags:

@@ -167,9 +167,9 @@ def history(db: Path, twin: str, variant: str | None = None) -> list[Record]:
         raise InputError(f"no history at {db}: run a suite first")
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT record_json FROM records WHERE twin = ? ORDER BY run_id", (twin,)).fetchall()
+        twins = sorted(t for (t,) in con.execute("SELECT DISTINCT twin FROM records"))
     records = [Record.from_dict(json.loads(row[0])) for row in rows]
     if not records:
-        twins = sorted({t for (t,) in sqlite3.connect(db).execute("SELECT DISTINCT twin FROM records")})
         raise InputError(f"no history for twin {twin!r}; twins with history: {', '.join(twins) or 'none'}")
     if variant is not None:
         records = [r for r in records if r.variant_id == variant or r.variant_name.startswith(variant)]
