@@ -200,20 +200,12 @@ def _export_torch(r: Record, out: Path) -> list[Path]:
     import safetensors.torch
 
     from bench.suites import load_suite
-    from compress.base import PassContext, parse_variant
-    from models.checkpoint import checkpoint_path, identity, load_checkpoint
-    from models.grid.cache import load_grid
-    from models.registry import get_twin
+    from models.checkpoint import identity
+    from models.export import rebuild_variant
 
-    cls = get_twin(r.twin)
-    twin = cls(load_grid(r.grid), cls.config_for(load_suite(r.suite).model_size))
-    reference = twin.build_model()
-    load_checkpoint(twin, reference, checkpoint_path(twin))  # never trains: an export reuses what was measured
+    model_size = load_suite(r.suite).model_size
     chain = [{"pass": s["pass"], **s["params"]} for s in r.lineage]
-    variant = parse_variant(chain)
-    model = variant.build(
-        reference, PassContext(twin=twin, device="cpu", workdir=out, target="torch", log=lambda m: None)
-    )
+    twin, model = rebuild_variant(r.twin, r.grid, model_size, chain, out)  # an export reuses what was measured
     weights = out / "weights.safetensors"
     try:
         safetensors.torch.save_model(model, str(weights))
@@ -222,7 +214,7 @@ def _export_torch(r: Record, out: Path) -> list[Path]:
         raise InputError(f"{r.variant_name} on {r.runtime} cannot be saved as safetensors ({e}); "
                          "select it on --runtime onnxruntime for a portable artifact") from e  # fmt: skip
     spec = out / "variant.json"
-    spec.write_text(json.dumps({"reference": identity(twin), "model_size": load_suite(r.suite).model_size,
-                                "chain": chain, "variant_id": variant.id,
+    spec.write_text(json.dumps({"reference": identity(twin), "model_size": model_size,
+                                "chain": chain, "variant_id": r.variant_id,
                                 "rebuild": "models.export.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
     return [weights, spec]

@@ -75,29 +75,37 @@ def ort_predict_fn(path: Path, threads: int | None = None) -> PredictFn:
     return predict
 
 
+def rebuild_variant(twin_name: str, grid: str, model_size: str, chain: list[dict], workdir: Path):
+    """(twin, torch model) of a variant: the cached reference loaded (never trained here) and its
+    pass chain replayed, which fixes the architecture (pruned widths, student sizes, steps) and
+    loads any trained weights from the variant cache."""
+    from compress.base import PassContext, parse_variant
+    from models.checkpoint import checkpoint_path, load_checkpoint
+    from models.grid.cache import load_grid
+    from models.registry import get_twin
+
+    cls = get_twin(twin_name)
+    twin = cls(load_grid(grid), cls.config_for(model_size))
+    model = twin.build_model()
+    load_checkpoint(twin, model, checkpoint_path(twin))
+    ctx = PassContext(twin=twin, device="cpu", workdir=workdir, target="torch", log=lambda m: None)
+    return twin, parse_variant(chain).build(model, ctx)
+
+
 def load_exported(folder: Path) -> torch.nn.Module:
-    """Rebuild a torch variant exported by `twinbench select --export`: the twin's module from its
-    config, the pass chain replayed (it fixes the architecture: pruned widths, student sizes, steps),
-    then the exported weights loaded strictly. Needs the grid cache and reference checkpoint."""
+    """Rebuild a torch variant exported by `twinbench select --export`: `rebuild_variant`, then the
+    exported weights loaded strictly. Needs the grid cache and reference checkpoint."""
     import json
 
     import safetensors.torch
 
     from bench.errors import InputError
-    from compress.base import PassContext, parse_variant
-    from models.checkpoint import checkpoint_path, identity, load_checkpoint
-    from models.grid.cache import load_grid
-    from models.registry import get_twin
+    from models.checkpoint import identity
 
     spec = json.loads((folder / "variant.json").read_text())
     ref = spec["reference"]
-    cls = get_twin(ref["twin"])
-    twin = cls(load_grid(ref["grid"]), cls.config_for(spec["model_size"]))
+    twin, model = rebuild_variant(ref["twin"], ref["grid"], spec["model_size"], spec["chain"], folder)
     if json.loads(json.dumps(identity(twin), default=str)) != ref:
         raise InputError(f"{folder} was exported from another twin version, config or data than this cache holds")
-    model = twin.build_model()
-    load_checkpoint(twin, model, checkpoint_path(twin))
-    ctx = PassContext(twin=twin, device="cpu", workdir=folder, target="torch", log=lambda m: None)
-    model = parse_variant(spec["chain"]).build(model, ctx)
     safetensors.torch.load_model(model, str(folder / "weights.safetensors"), strict=True)
     return model.eval()
