@@ -234,11 +234,17 @@ chain = [{pass = "quant-dynamic-int8"}]
 """
 
 
-def test_run_measures_variants_and_records_unsupported_ones(tmp_path, monkeypatch, gnn):
+@pytest.fixture
+def variants_suite(tmp_path, monkeypatch) -> str:
+    """SUITE as the only suite there is, named 'variants'."""
     suite_dir = tmp_path / "suites"
     suite_dir.mkdir()
     (suite_dir / "variants.toml").write_text(SUITE)
     monkeypatch.setattr(suites, "SUITES_DIR", suite_dir)
+    return "variants"
+
+
+def test_run_measures_variants_and_records_unsupported_ones(tmp_path, variants_suite, gnn):
     assert main(["run", "--suite", "variants", "--out", str(tmp_path / "runs")]) == 0
     (path,) = list((tmp_path / "runs").iterdir())
     records = {(r.variant_name.split("(")[0].strip(), r.runtime): r for r in RunDir.open(path).records()}
@@ -261,22 +267,19 @@ def test_run_measures_variants_and_records_unsupported_ones(tmp_path, monkeypatc
     assert len(RunDir.open(path).records()) == 8
 
 
-def test_nightly_gate_compares_with_the_device_baseline(tmp_path, monkeypatch, gnn, capsys):
+def test_nightly_gate_compares_with_the_device_baseline(tmp_path, variants_suite, gnn, capsys):
     """`twinbench nightly`: without a baseline, exit 2 naming the promote command; with one
     promoted from that run, a verdict.md in the new run folder and exit 0 (clean) or 1 (regression)."""
     from bench.store import promote_baseline
 
-    suite_dir = tmp_path / "suites"
-    suite_dir.mkdir()
-    (suite_dir / "gate.toml").write_text(SUITE)
-    monkeypatch.setattr(suites, "SUITES_DIR", suite_dir)
     runs, baseline = tmp_path / "runs", tmp_path / "baselines" / "this-device.json"
-    argv = ["nightly", "--suite", "gate", "--out", str(runs), "--baseline", str(baseline)]
+    argv = ["nightly", "--suite", variants_suite, "--out", str(runs), "--baseline", str(baseline)]
     assert main(argv) == 2
     assert "twinbench baseline --run" in capsys.readouterr().err
     (first,) = list(runs.iterdir())
     promoted, _ = promote_baseline(first, tmp_path / "promoted")
-    promoted.rename(baseline.parent.mkdir(parents=True) or baseline)
+    baseline.parent.mkdir(parents=True)
+    promoted.rename(baseline)
     code = main(argv)
     second = next(p for p in runs.iterdir() if p != first)
     verdict = (second / "verdict.md").read_text()
