@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import math
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import ConfigError, TwinbenchError, UnknownNameError
+
+
+def _number(kind: type = float, low: float | None = None, high: float | None = None, above: float | None = None):
+    """An argparse type: a finite number in range. NaN compares false with every limit, so without
+    this a NaN threshold silently turns a check off; argparse turns the error into exit 2."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be > {above:g}, got {text}")
+        if low is not None and value < low or high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -79,6 +107,13 @@ def _suite_twins(args: argparse.Namespace):
     return suite, grids, twins
 
 
+def _require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but CUDA is not available here (use --device cpu)")
+
+
 def _default_device() -> str:
     import torch
 
@@ -102,6 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from models.export import torch_predict_fn
 
     suite, grids, twins = _suite_twins(args)
+    if args.device == "cuda":
+        _require_cuda()
     table = Table(title=f"reference twins, suite {suite.name} ({suite.model_size} size), {args.split} split")
     for column in ("grid", "twin", "metric", "model", "baseline", "baseline value", "better by", "training"):
         table.add_column(column, justify="right" if column in ("model", "baseline value", "better by") else "left")
@@ -141,6 +178,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     suite, grids, twins = _suite_twins(args)
     if len(grids) > 1:
         raise ConfigError(f"suite {suite.name} has several grids ({', '.join(grids)}): choose one with --grid")
+    if args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give a file name such as {args.out / 'predictions.npz'}")
     twin, model, _, _ = _reference(twins[0], grids[0], suite.model_size)
     arrays = twin.predictions(torch_predict_fn(model), args.split)
     arrays["bus_ids"] = twin.grid.graph["bus_ids"]
@@ -154,36 +193,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from bench.runner import run
 
     console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("cells", total=None)
-
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what[-70:])
-
+    with _progress(console) as progress:
         try:
             run_dir = run(
                 args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
                 out=args.out, resume=args.resume, max_minutes=args.max_minutes, variants=args.variant,
-                log=lambda m: console.print(m, highlight=False), progress=progress,
+                log=lambda m: console.print(m, highlight=False, markup=False), progress=progress,
             )  # fmt: skip
         except KeyboardInterrupt:
             console.print("interrupted: finished cells are in records.jsonl; continue with twinbench run --resume RUN")
@@ -193,13 +212,58 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _progress:
+    """Progress of a run: a live bar on a terminal; elsewhere (a pipe, `| tee log`, CI) one line per
+    step with the cells done, elapsed time and an ETA from the rate so far."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.bar = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())  # fmt: skip
+            self.bar = Progress(*columns, console=self.console, transient=True).__enter__()
+            self.task = self.bar.add_task("cells", total=None)
+        self.started, self.first_done, self.last_line = time.monotonic(), None, 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total, description=what[-70:])
+            return
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done = (done, now)  # cells already done when this process started (resume)
+        if now - self.last_line < 2.0 and not what.startswith("done"):
+            return  # a line every few seconds at most, and one per finished group
+        self.last_line = now
+        d0, t0 = self.first_done
+        eta = "?"
+        if done > d0:
+            eta = f"{(now - t0) / (done - d0) * (total - done) / 60:.1f} min"
+        print(f"[{done}/{total}] {now - self.started:.0f} s elapsed, eta {eta}: {what}", file=sys.stderr, flush=True)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench import report, summary
     from bench.errors import InputError
     from bench.store import RunDir
 
-    if not (args.run / "plan.json").is_file():
-        raise InputError(f"{args.run} is not a twinbench run (no plan.json)")
     run_dir = RunDir.open(args.run)
     if not run_dir.records():
         raise InputError(f"{args.run} holds no records yet")
@@ -210,11 +274,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_select(args: argparse.Namespace) -> int:
     from bench import select
-    from bench.store import load_records
+    from bench.store import load_records, run_folder_of
 
     if (args.run is None) == (args.records is None):
         raise ConfigError("give exactly one of --run RUN or --records FILE")
     records, env = load_records(args.run or args.records)
+    run_folder = run_folder_of(args.run or args.records)
     constraints = select.Constraints(
         max_quality_loss_pct=args.max_quality_loss_pct, max_latency_ms_p99=args.max_latency_ms_p99,
         max_memory_mb=args.max_memory_mb, runtime=args.runtime, batch_size=args.batch_size, grid=args.grid,
@@ -223,7 +288,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     chosen = select.select(records, args.twin, constraints)
     print(select.render(chosen))
     if args.export:
-        for path in select.export(chosen, args.export, env):
+        for path in select.export(chosen, args.export, env, run_folder, force=args.force):
             print(f"exported: {path}")
     return 0
 
@@ -245,15 +310,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from bench.store import promote_baseline
 
-    path, replaced = promote_baseline(args.run)
+    path, replaced = promote_baseline(args.run, force=args.force)
     print(f"baseline: {path}" + (f" (replaces run {replaced})" if replaced else ""))
     return 0
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from bench.store import history, history_path
+    from bench.store import RUNS, history, history_path, rebuild_history
 
-    rows = history(args.db or history_path(), args.twin, args.variant)
+    runs = args.runs or RUNS
+    if args.rebuild:
+        db, n_runs, n_records = rebuild_history(runs, log=lambda m: print(m, file=sys.stderr))
+        print(f"history {db}: {n_records} records of {n_runs} runs")
+        if args.twin is None:
+            return 0
+    if args.twin is None:
+        raise ConfigError("give --twin T (or --rebuild)")
+    rows = history(history_path(runs), args.twin, args.variant)
     print("| run | variant | runtime | batch | status | quality | J/inference [95% CI] | source | p50 ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -302,6 +375,9 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+PCT = _number(low=0, high=1e6)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinbench",
@@ -344,10 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--twin", help="only this twin")
     run.add_argument("--runtime", help="only this runtime")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
-    run.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: all cores)")
+    run.add_argument(
+        "--threads", type=_number(int, 1, _cores()), help=f"torch / ONNX Runtime intra-op threads, 1 to {_cores()} "
+        "(default: all cores)",
+    )  # fmt: skip
     run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
-    run.add_argument("--max-minutes", type=float, help="refuse a plan estimated to take longer")
+    run.add_argument("--max-minutes", type=_number(above=0), help="refuse a plan estimated to take longer")
     run.add_argument(
         "--variant", action="append", metavar="SEL",
         help="only these of the suite's variants (repeatable): a variant id or a pass name; the reference "
@@ -363,32 +442,35 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--run", type=Path, help="a run folder")
     sel.add_argument("--records", type=Path, help="a records.jsonl file (instead of --run)")
     sel.add_argument("--twin", required=True)
-    sel.add_argument("--max-quality-loss-pct", type=float, required=True)
-    sel.add_argument("--max-latency-ms-p99", type=float)
-    sel.add_argument("--max-memory-mb", type=float)
+    sel.add_argument("--max-quality-loss-pct", type=_number(low=-100, high=1e9), required=True)
+    sel.add_argument("--max-latency-ms-p99", type=_number(above=0))
+    sel.add_argument("--max-memory-mb", type=_number(above=0))
     sel.add_argument("--runtime")
-    sel.add_argument("--batch-size", type=int, help="default: the smallest measured")
+    sel.add_argument("--batch-size", type=_number(int, 1, 1 << 20), help="default: the smallest measured")
     sel.add_argument("--grid", help="needed when the records hold several grids")
     sel.add_argument("--objective", default="energy", help="energy (default) or latency")
     sel.add_argument("--export", type=Path, metavar="DIR", help="write the artifact and model_card.json here")
+    sel.add_argument("--force", action="store_true", help="export into a folder that is not empty")
     sel.set_defaults(func=_cmd_select)
 
     cmp = commands.add_parser("compare", help="regressions of NEW against BASE (exit 0 clean, 1 regression)")
     cmp.add_argument("base", type=Path, metavar="BASE", help="run folder, records.jsonl or baseline JSON")
     cmp.add_argument("new", type=Path, metavar="NEW")
-    cmp.add_argument("--threshold-pct", type=float, default=5.0, help="energy/latency change that counts (5)")
-    cmp.add_argument("--quality-threshold-pct", type=float, default=0.5, help="quality change that counts (0.5)")
+    cmp.add_argument("--threshold-pct", type=PCT, default=5.0, help="energy/latency change that counts (5)")
+    cmp.add_argument("--quality-threshold-pct", type=PCT, default=0.5, help="quality change that counts (0.5)")
     cmp.add_argument("--out", type=Path, help="also write the markdown verdict here")
     cmp.set_defaults(func=_cmd_compare)
 
     base = commands.add_parser("baseline", help="promote a run to results/baselines/<device>.json")
     base.add_argument("--run", type=Path, required=True)
+    base.add_argument("--force", action="store_true", help="replace a baseline that covers cells this run lacks")
     base.set_defaults(func=_cmd_baseline)
 
     hist = commands.add_parser("history", help="a twin's records over runs, from the SQLite history")
-    hist.add_argument("--twin", required=True)
+    hist.add_argument("--twin")
     hist.add_argument("--variant", help="a variant id or the start of its name")
-    hist.add_argument("--db", type=Path, help="default: results/history.sqlite")
+    hist.add_argument("--runs", type=Path, metavar="DIR", help="the runs folder (run --out); default results/runs")
+    hist.add_argument("--rebuild", action="store_true", help="rebuild DIR/history.sqlite from the runs' records")
     hist.set_defaults(func=_cmd_history)
 
     night = commands.add_parser("nightly", help="run the nightly suite and compare it with this device's baseline")
@@ -396,8 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("--device", choices=["cpu", "cuda"])
     night.add_argument("--out", type=Path)
     night.add_argument("--baseline", type=Path, help="default: results/baselines/<this device>.json")
-    night.add_argument("--threshold-pct", type=float, default=5.0)
-    night.add_argument("--quality-threshold-pct", type=float, default=0.5)
+    night.add_argument("--threshold-pct", type=PCT, default=5.0)
+    night.add_argument("--quality-threshold-pct", type=PCT, default=0.5)
     night.set_defaults(func=_cmd_nightly)
 
     env = commands.add_parser("env", help="the device, the energy meters available here and why others are not")
@@ -405,13 +487,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_imports() -> None:
+    """torchao logs a warning for each CUDA kernel library it cannot load on this machine, and torch's
+    pytree one for each enum torchao registers: noise on every `train` and `run`, not problems."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed its usage error (or --help): its code, as a return value
+        return e.code if isinstance(e.code, int) else 2
+    _quiet_imports()
     try:
         return args.func(args)
     except TwinbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path the user gave that cannot be read or written (a file for a folder, no space)
+        print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,9 +8,10 @@ deterministic (fixed seeds and inputs), so its noise is float rounding: a relati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from bench.errors import InputError
+from bench.errors import ConfigError, InputError
 from bench.records import Record
 
 
@@ -53,6 +54,9 @@ def _interval(r: Record, metric: str) -> tuple[float, float, float] | None:
 def compare(
     base: list[Record], new: list[Record], threshold_pct: float = 5.0, quality_threshold_pct: float = 0.5
 ) -> Verdict:
+    for name, value in (("threshold_pct", threshold_pct), ("quality_threshold_pct", quality_threshold_pct)):
+        if not (math.isfinite(value) and value >= 0):  # NaN would call every change noise
+            raise ConfigError(f"{name} must be a number >= 0, got {value}")
     suites = ({r.suite for r in base}, {r.suite for r in new})
     if suites[0] != suites[1]:
         raise InputError(f"mismatched suites: base ran {sorted(suites[0])}, new ran {sorted(suites[1])}")

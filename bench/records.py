@@ -7,9 +7,12 @@ sampled trajectory): energy and throughput are per sample, latency is per call o
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
-SCHEMA_VERSION = 1
+# 2: artifact_path relative to the run folder; weights_sha256 and artifact_sha256. Version 1 still reads.
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "unsupported", "error")
 
 
@@ -28,7 +31,9 @@ class Record:
     batch_size: int = 0
     status: str = "ok"
     status_reason: str = ""
-    artifact_path: str | None = None
+    artifact_path: str | None = None  # relative to the run folder (schema 1: absolute)
+    weights_sha256: str | None = None  # the torch weights of the variant (models.fingerprint.weights_sha256)
+    artifact_sha256: str | None = None  # the exact artifact bytes run (ONNX graph + external data)
     schema_version: int = SCHEMA_VERSION
     # quality, on this runtime and precision
     quality_metric: str | None = None
@@ -91,9 +96,35 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict) -> Record:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name in ("lineage", "flags", "load_avg"):
-            if name in values and values[name] is not None:
-                values[name] = tuple(tuple(x) if isinstance(x, list) else x for x in values[name])
+        """A record from parsed JSON, checked field by field: records come from shared files, and a
+        wrong type would otherwise surface as a crash far from the file that holds it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version!r}: this twinbench reads 1 to {SCHEMA_VERSION}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name in ("lineage", "flags", "load_avg") and isinstance(value, list):
+                value = tuple(tuple(x) if isinstance(x, list) else x for x in value)
+            if not _is_a(value, hints[f.name]):
+                raise ValueError(f"field {f.name!r} must be {hints[f.name]}, got {value!r:.80}")
+            values[f.name] = value
         return cls(**values)
+
+
+def _is_a(value, hint) -> bool:
+    """isinstance for the simple hints of Record (str, int, float, bool, tuple, dict, X | None)."""
+    if isinstance(hint, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import random
 import re
@@ -30,14 +31,15 @@ import psutil
 import torch
 
 from bench import environment, report, summary
-from bench.errors import ConfigError, TwinbenchError, UnknownNameError, Unsupported
+from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError, Unsupported
 from bench.meters import Meter, choose_meter
 from bench.records import Record
 from bench.runtimes import RuntimeContext, Session, default_threads, make_session, runtime_names
 from bench.stats import percentiles_ms, summarize
-from bench.store import RunDir, append_history, new_run_id
+from bench.store import RunDir, new_run_id
 from bench.suites import Suite, load_suite
 from compress.base import PassContext, Variant, parse_variant
+from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
@@ -208,6 +210,7 @@ class _Prepared:
     iterations: int
     latency: dict
     peak_memory_mb: float
+    artifact_sha256: str | None
 
 
 def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]):
@@ -220,10 +223,13 @@ def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Ca
         rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
     )  # fmt: skip
     session = make_session(cell.runtime, copy.deepcopy(model), ctx)
-    return session, twin.evaluate(session.predict, "test")
+    # The bytes this session loaded, hashed now: an export must copy exactly these.
+    artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
+    return session, twin.evaluate(session.predict, "test"), artifact_sha
 
 
-def _prepare(cell: Cell, twin, session: Session, quality, suite: Suite, seed: int) -> _Prepared:
+def _prepare(cell: Cell, twin, opened: tuple, suite: Suite, seed: int) -> _Prepared:
+    session, quality, artifact_sha = opened
     if cell.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     inputs = twin.example_inputs(cell.batch_size, seed)
@@ -243,7 +249,7 @@ def _prepare(cell: Cell, twin, session: Session, quality, suite: Suite, seed: in
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:  # the process's resident set after the timing pass (framework included)
         peak = psutil.Process().memory_info().rss / 2**20
-    return _Prepared(cell, session, quality, step, reference_output, iterations, latency, peak)
+    return _Prepared(cell, session, quality, step, reference_output, iterations, latency, peak, artifact_sha)
 
 
 def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:
@@ -285,7 +291,16 @@ def measure_group(
             variant_models[key] = cell.variant.build(model, ctx)
         return variant_models[key]
 
-    sessions: dict[tuple[str, str], tuple] = {}  # (variant id, runtime) -> (session, quality)
+    weight_hashes: dict[tuple[str, str], str] = {}
+
+    def weights_of(cell: Cell) -> str:
+        """SHA-256 of the variant's torch weights: what an export must reproduce."""
+        key = (cell.variant.id, cell.target)
+        if key not in weight_hashes:
+            weight_hashes[key] = weights_sha256(variant_model(cell))
+        return weight_hashes[key]
+
+    sessions: dict[tuple[str, str], tuple] = {}  # (variant id, runtime) -> (session, quality, artifact sha)
 
     def session_of(cell: Cell):
         key = (cell.variant.id, cell.runtime)
@@ -311,7 +326,7 @@ def measure_group(
     for cell in cells:
         on_cell(f"prepare {cell.key}")
         try:
-            prepared.append(_prepare(cell, twin, *session_of(cell), suite, seed))
+            prepared.append(_prepare(cell, twin, session_of(cell), suite, seed))
         except Unsupported as e:
             failed.append(Record(**identity(cell), status="unsupported", status_reason=e.reason))
         except (KeyboardInterrupt, TwinbenchError):
@@ -384,7 +399,9 @@ def measure_group(
             Record(
                 **identity(c),
                 params=sum(t.numel() for t in model_of_cell.parameters()),
-                artifact_path=p.session.artifact_path,
+                artifact_path=p.session.artifact_path and os.path.relpath(p.session.artifact_path, workdir.parent),
+                weights_sha256=weights_of(c),
+                artifact_sha256=p.artifact_sha256,
                 quality_metric=q.primary,
                 quality_value=q.value,
                 quality_ref_value=reference.value,
@@ -426,6 +443,22 @@ def measure_group(
     return records
 
 
+def _plan_from_json(saved: dict) -> tuple[RunPlan, Suite, str]:
+    """The plan of a run folder being resumed; a malformed plan.json is bad input, not a crash."""
+    try:
+        suite = load_suite(saved["suite"])
+        variants = tuple(parse_variant(chain) for chain in saved["variants"])
+        plan = RunPlan(
+            saved["suite"], saved["device"], tuple(saved["twins"]), tuple(saved["runtimes"]), saved["threads"], variants
+        )
+        run_id = saved["run_id"]
+        if not isinstance(run_id, str) or not isinstance(plan.threads, int):
+            raise TypeError("run_id must be a string and threads an integer")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"malformed plan.json ({type(e).__name__}: {e}); this folder cannot be resumed") from e
+    return plan, suite, run_id
+
+
 def run(
     suite_name: str | None = None,
     *,
@@ -441,59 +474,80 @@ def run(
     progress: Callable[[int, int, str], None] = lambda done, total, what: None,
 ) -> RunDir:
     """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
-    from bench.store import RESULTS
-    from models.checkpoint import train_or_load
-    from models.grid.cache import load_grid
-    from models.registry import get_twin
+    from bench.store import RUNS
 
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise ConfigError(f"--max-minutes must be a positive number, got {max_minutes}")
     if resume is not None:
         run_dir = RunDir.open(resume)
-        saved = run_dir.read_json("plan.json")
-        suite = load_suite(saved["suite"])
-        variants = tuple(parse_variant(chain) for chain in saved["variants"])
-        plan = RunPlan(
-            saved["suite"], saved["device"], tuple(saved["twins"]), tuple(saved["runtimes"]), saved["threads"], variants
-        )
-        run_id = saved["run_id"]
-    else:
-        if suite_name is None:
-            raise ConfigError("give --suite (or --resume RUN)")
-        suite = load_suite(suite_name)
-        plan = make_plan(suite, device, twin, runtime, threads, variants)
-        run_id = new_run_id(suite.name)
-    cells = plan.cells(suite)
-    done = {r.cell_key for r in (run_dir.records() if resume is not None else [])}
-    todo = [c for c in cells if c.key not in done]
+        with run_dir.lock():
+            plan, suite, run_id = _plan_from_json(run_dir.read_json("plan.json"))
+            repaired = run_dir.repair()
+            if repaired:
+                log(f"warning: {repaired}")
+            _measure(run_dir, plan, suite, run_id, max_minutes, resumed=True, log=log, progress=progress)
+        return run_dir
+    if suite_name is None:
+        raise ConfigError("give --suite (or --resume RUN)")
+    root = out or RUNS
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out {root} is a file, not a folder for runs")
+    suite = load_suite(suite_name)
+    plan = make_plan(suite, device, twin, runtime, threads, variants)
+    run_id = new_run_id(suite.name)
+    _check_budget(suite, plan.cells(suite), [], max_minutes, log)  # before any folder is made
+    run_dir = RunDir.create(root, run_id)
+    with run_dir.lock():
+        saved = {
+            "run_id": run_id, "suite": plan.suite, "device": plan.device, "twins": list(plan.twins),
+            "runtimes": list(plan.runtimes), "threads": plan.threads,
+            "variants": [list(v.spec) for v in plan.variants],
+            "cells": [c.key for c in plan.cells(suite)],
+        }  # fmt: skip
+        run_dir.write_json("plan.json", saved)
+        _measure(run_dir, plan, suite, run_id, None, resumed=False, log=log, progress=progress)
+    return run_dir
+
+
+def _check_budget(suite: Suite, cells: list[Cell], done: list[str], max_minutes: float | None, log) -> list[Cell]:
+    """The cells still to measure; refuses a plan estimated to take longer than --max-minutes."""
+    todo = [c for c in cells if c.key not in set(done)]
     groups = list(dict.fromkeys((c.grid, c.twin) for c in todo))
     eta = estimate_seconds(suite, len(todo), len(groups))
-    log(f"{len(cells)} cells ({len(done)} done, {len(todo)} to measure) in {len(groups)} groups; "
+    log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(groups)} groups; "
         f"estimated {eta / 60:.1f} min")  # fmt: skip
     if max_minutes is not None and eta > 60 * max_minutes:
         raise TwinbenchError(
             f"the plan needs about {eta / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
             "narrow it with --twin/--runtime or run it in parts with --resume"
         )
-    if resume is None:
-        run_dir = RunDir.create(out or RESULTS / "runs", run_id)
-        saved = {
-            "run_id": run_id, "suite": plan.suite, "device": plan.device, "twins": list(plan.twins),
-            "runtimes": list(plan.runtimes), "threads": plan.threads,
-            "variants": [list(v.spec) for v in plan.variants],
-            "cells": [c.key for c in cells],
-        }  # fmt: skip
-        run_dir.write_json("plan.json", saved)
+    return todo
 
+
+def _measure(run_dir: RunDir, plan: RunPlan, suite: Suite, run_id: str, max_minutes: float | None, *,
+             resumed: bool, log: Callable[[str], None], progress: Callable[[int, int, str], None]) -> None:  # fmt: skip
+    """Measure the cells of the plan not yet in the run folder (the caller holds its lock)."""
+    from bench.store import history_path, try_append_history
+    from models.checkpoint import train_or_load
+    from models.grid.cache import load_grid
+    from models.registry import get_twin
+
+    cells = plan.cells(suite)
+    done = [r.cell_key for r in run_dir.records()] if resumed else []
+    todo = _check_budget(suite, cells, done, max_minutes, log) if resumed else list(cells)
+    groups = list(dict.fromkeys((c.grid, c.twin) for c in todo))
     torch.set_num_threads(plan.threads)
     sync = torch.cuda.synchronize if plan.device == "cuda" else (lambda: None)
     choice = choose_meter(plan.device, sync=sync)
     env = environment.capture(plan.device, plan.threads, choice.why)
     # A resumed run keeps the environment it started in, and records the one it continued in.
-    env_name = "environment.json" if resume is None else f"environment.resumed-{new_run_id(plan.suite)}.json"
+    env_name = "environment.json" if not resumed else f"environment.resumed-{new_run_id(plan.suite)}.json"
     run_dir.write_json(env_name, env)
     log(f"energy meter: {choice.why}")
     workdir = run_dir.path / "artifacts"
     workdir.mkdir(exist_ok=True)
-    finished = len(done)
+    history = history_path(run_dir.path.parent)
+    finished = len(cells) - len(todo)
     for grid_name, twin_name in groups:
         cls = get_twin(twin_name)
         twin_obj = cls(load_grid(grid_name), cls.config_for(suite.model_size))
@@ -504,11 +558,11 @@ def run(
         records = measure_group(
             twin_obj, model, group, suite, plan, run_id, workdir, choice.meter, env, on_cell, log=log
         )
-        for record in records:
-            run_dir.append(record)
-        append_history(records, run_dir.path.parent.parent / "history.sqlite")  # results/history.sqlite
+        run_dir.append(records)
+        try_append_history(records, history, log)
         finished += len(group)
         progress(finished, len(cells), f"done {twin_name}")
+    if resumed:  # cells an earlier, crashed attempt wrote to records.jsonl but not to the history
+        try_append_history(run_dir.records(), history, log)
     summary.write(run_dir)
     report.write(run_dir)
-    return run_dir

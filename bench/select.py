@@ -4,6 +4,7 @@ constraints, from the Pareto frontier of one comparison group; export it with a 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError
 from bench.frontier import OBJECTIVES, cost, groups, pareto
 from bench.records import Record
+from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
 
 class Infeasible(TwinbenchError):
@@ -31,10 +33,15 @@ class Constraints:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise UnknownNameError("objective", self.objective, list(OBJECTIVES))
+        # NaN compares false with everything: unchecked, it would turn a constraint off.
+        if not (math.isfinite(self.max_quality_loss_pct) and self.max_quality_loss_pct >= -100):
+            raise ConfigError(f"max_quality_loss_pct must be a number >= -100, got {self.max_quality_loss_pct}")
         for name in ("max_latency_ms_p99", "max_memory_mb"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def misses(self, r: Record) -> list[str]:
         """How a cell violates each constraint (empty: feasible)."""
@@ -152,17 +159,28 @@ def render(sel: Selection) -> str:
     return "\n".join(lines)
 
 
-def export(sel: Selection, out: Path, env: dict) -> list[Path]:
-    """Write the deployable artifact and model_card.json into `out` (which must not hold an export)."""
+def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force: bool = False) -> list[Path]:
+    """Write the deployable artifact and model_card.json into `out`: exactly the bytes the chosen
+    record measured (checked against its hashes), or nothing. `out` must be empty unless `force`."""
     r = sel.chosen
-    if (out / "model_card.json").exists():
-        raise InputError(f"{out} already holds an export (model_card.json); choose another folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--export {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} is not empty; choose an empty folder or pass --force to write into it")
+    if r.weights_sha256 is None and r.artifact_sha256 is None:
+        raise InputError(
+            f"the record of {r.variant_name} on {r.runtime} names no weights hash (written by an older "
+            "twinbench): nothing can prove what it measured; re-run the suite to export it"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    files = _export_onnx(r, out) if r.runtime == "onnxruntime" else _export_torch(r, out)
+    staged = _stage_onnx(r, out, run_folder) if r.runtime == "onnxruntime" else _stage_torch(r, out)
+    files = [tmp.replace(out / name) for tmp, name in staged]  # only verified files get their names
     card = {
         "twin": r.twin, "grid": r.grid, "variant_id": r.variant_id, "variant_name": r.variant_name,
         "lineage": list(r.lineage), "runtime": r.runtime, "device": r.device, "batch_size": r.batch_size,
         "files": [p.name for p in files],
+        "files_sha256": {p.name: files_sha256([p]) for p in files},
+        "weights_sha256": r.weights_sha256, "artifact_sha256": r.artifact_sha256,
         "quality": {"metric": r.quality_metric, "value": r.quality_value, "reference_value": r.quality_ref_value,
                     "loss_pct": r.quality_loss_pct, "all_metrics": r.quality_metrics, "split": "test"},
         "measurements": {
@@ -179,24 +197,44 @@ def export(sel: Selection, out: Path, env: dict) -> list[Path]:
         "created_unix": int(time.time()),
     }  # fmt: skip
     card_path = out / "model_card.json"
-    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    tmp = out / ".model_card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    tmp.replace(card_path)
     return [*files, card_path]
 
 
-def _export_onnx(r: Record, out: Path) -> list[Path]:
-    src = Path(r.artifact_path or "")
+def _stage_onnx(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Path, str]]:
+    """Copies of the record's ONNX files under temporary names, after checking they are the bytes
+    it measured. Only files inside the record's own run folder are ever read."""
+    if run_folder is None:
+        raise InputError("exporting an ONNX Runtime cell needs the run folder it was measured in (--run RUN)")
+    if r.artifact_path is None or r.artifact_sha256 is None:
+        raise InputError(f"the record of {r.variant_name} on {r.runtime} names no artifact (or no artifact hash)")
+    root = run_folder.resolve()
+    src = (root / r.artifact_path).resolve()  # relative to the run folder; schema 1 wrote absolute paths
+    if not src.is_relative_to(root):
+        raise InputError(f"the record's artifact {r.artifact_path!r} lies outside its run folder {run_folder}: refused")
     if not src.is_file():
         raise InputError(f"the ONNX artifact {src} of this record no longer exists; re-run the suite")
-    files = []
-    for f in sorted(src.parent.glob(src.name + "*")):  # the graph and its external data file
-        if f.name == src.name or f.name == src.name + ".data":
-            shutil.copy2(f, out / f.name)
-            files.append(out / f.name)
-    return files
+    staged = []
+    for f in onnx_files(src):
+        tmp = out / f".{f.name}.tmp"
+        shutil.copyfile(f, tmp)
+        staged.append((tmp, f.name))
+    actual = files_sha256([tmp for tmp, _ in staged])
+    if actual != r.artifact_sha256:
+        for tmp, _ in staged:
+            tmp.unlink()
+        raise InputError(
+            f"{src} is not the artifact this record measured (sha256 {actual[:12]}…, record {r.artifact_sha256[:12]}…): "
+            "it changed after the run; re-run the suite"
+        )
+    return staged
 
 
-def _export_torch(r: Record, out: Path) -> list[Path]:
-    """safetensors weights of the variant plus what rebuilds its module (twin, config, chain)."""
+def _stage_torch(r: Record, out: Path) -> list[tuple[Path, str]]:
+    """safetensors weights of the variant plus what rebuilds its module (twin, config, chain), under
+    temporary names, after checking the rebuilt weights are the ones the record measured."""
     import safetensors.torch
 
     from bench.suites import load_suite
@@ -206,15 +244,22 @@ def _export_torch(r: Record, out: Path) -> list[Path]:
     model_size = load_suite(r.suite).model_size
     chain = [{"pass": s["pass"], **s["params"]} for s in r.lineage]
     twin, model = rebuild_variant(r.twin, r.grid, model_size, chain, out)  # an export reuses what was measured
-    weights = out / "weights.safetensors"
+    actual = weights_sha256(model)
+    if actual != r.weights_sha256:
+        raise InputError(
+            f"the cached weights of {r.variant_name} are not the ones this record measured (sha256 {actual[:12]}…, "
+            f"record {(r.weights_sha256 or '')[:12]}…): the checkpoint cache changed after run {r.run_id} "
+            "(retrained?); re-run the suite to measure what the cache holds"
+        )
+    weights = out / ".weights.safetensors.tmp"
     try:
         safetensors.torch.save_model(model, str(weights))
     except Exception as e:  # quantized tensor subclasses have no plain-tensor form
         weights.unlink(missing_ok=True)
         raise InputError(f"{r.variant_name} on {r.runtime} cannot be saved as safetensors ({e}); "
                          "select it on --runtime onnxruntime for a portable artifact") from e  # fmt: skip
-    spec = out / "variant.json"
+    spec = out / ".variant.json.tmp"
     spec.write_text(json.dumps({"reference": identity(twin), "model_size": model_size,
-                                "chain": chain, "variant_id": r.variant_id,
+                                "chain": chain, "variant_id": r.variant_id, "weights_sha256": actual,
                                 "rebuild": "models.export.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
-    return [weights, spec]
+    return [(weights, "weights.safetensors"), (spec, "variant.json")]

@@ -4,24 +4,38 @@ SQLite history of every record under results/, so trends and baselines are queri
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.errors import InputError, TwinbenchError
+import filelock
+
+from bench.errors import InputError
 from bench.records import Record
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+RUNS = RESULTS / "runs"
+HISTORY_NAME = "history.sqlite"
 
 
 def new_run_id(suite: str) -> str:
-    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{suite}"
+    """Time-ordered and unique: two runs started in the same second still get different ids."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{suite}-{secrets.token_hex(3)}"
+
+
+class RunLocked(InputError):
+    """Another twinbench process is writing this run folder."""
 
 
 class RunDir:
-    """One run's folder. Records are appended one line per finished cell and flushed, so an
-    interrupted run keeps everything it finished, readable."""
+    """One run's folder. Records are appended one whole line per cell and flushed to disk, so an
+    interrupted run keeps everything it finished, readable; a folder is written by one process at a
+    time (`lock`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -29,17 +43,38 @@ class RunDir:
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunDir:
+        if root.exists() and not root.is_dir():
+            raise InputError(f"{root} is a file, not a folder for runs")
+        root.mkdir(parents=True, exist_ok=True)
         path = root / run_id
-        if path.exists():
-            raise TwinbenchError(f"run folder {path} already exists; resume it with --resume {path}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir()  # exclusive: a folder is never shared by two runs
+        except FileExistsError:
+            raise InputError(f"run folder {path} already exists; choose another --out") from None
         return cls(path)
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
         if not (path / "plan.json").is_file():
-            raise TwinbenchError(f"{path} is not a twinbench run (no plan.json)")
+            raise InputError(f"{path} is not a twinbench run (no plan.json)")
         return cls(path)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while a run or resume writes here; a second writer is refused, not interleaved.
+        An OS file lock: it dies with its process, so a killed run can be resumed."""
+        lock = filelock.FileLock(self.path / ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise RunLocked(
+                f"run {self.path} is live: another twinbench process is writing to it right now; "
+                "wait for it to finish (or stop it) before resuming"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def write_json(self, name: str, data: dict) -> None:
         tmp = self.path / f".{name}.tmp"
@@ -47,40 +82,91 @@ class RunDir:
         tmp.replace(self.path / name)
 
     def read_json(self, name: str) -> dict:
-        return json.loads((self.path / name).read_text())
+        path = self.path / name
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{path} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise InputError(f"{path} must hold a JSON object, not {type(data).__name__}")
+        return data
 
-    def append(self, record: Record) -> None:
-        with open(self.records_path, "a") as f:
-            f.write(record.to_json() + "\n")
-            f.flush()
+    def append(self, records: list[Record]) -> None:
+        """One write per record of one whole line, then fsync: a crash can cut at most the line
+        being written, which `repair` finds before anything else is appended."""
+        fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for record in records:
+                data = (record.to_json() + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def repair(self) -> str | None:
+        """Cut a last line that a crash left unfinished (kept in records.jsonl.partial, never
+        deleted), so the next record starts on a line of its own. Returns what was done, if anything."""
+        if not self.records_path.is_file():
+            return None
+        data = self.records_path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return None
+        keep = data.rfind(b"\n") + 1
+        with open(self.path / "records.jsonl.partial", "ab") as f:
+            f.write(data[keep:] + b"\n")
+        with open(self.records_path, "r+b") as f:
+            f.truncate(keep)
+        return (
+            f"records.jsonl ended in an unfinished line ({len(data) - keep} bytes, from an interrupted write): "
+            "moved to records.jsonl.partial; its cell is measured again"
+        )
 
     def records(self) -> list[Record]:
-        """Every complete line; a line cut by an interrupt is ignored, not fatal."""
-        if not self.records_path.exists():
-            return []
-        out = []
-        for line in self.records_path.read_text().splitlines():
-            try:
-                out.append(Record.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError):
-                continue
-        return out
+        return read_records(self.records_path) if self.records_path.exists() else []
 
 
-def history_path(root: Path = RESULTS) -> Path:
-    return root / "history.sqlite"
+def read_records(path: Path) -> list[Record]:
+    """Every record of a records.jsonl file, strictly: a line that is not a valid record, and a last
+    line cut by an interrupted write, are errors that name the line (every command reads this way)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1].strip():
+        raise InputError(
+            f"{path}, line {len(lines)}: unfinished (a write was cut off); "
+            "`twinbench run --resume RUN` repairs a run folder"
+        )
+    records = []
+    for n, line in enumerate(lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(Record.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise InputError(f"{path}, line {n}: not a twinbench record ({e})") from e
+    return records
+
+
+def history_path(runs: Path = RUNS) -> Path:
+    """The one rule: a runs folder indexes its runs in its own history.sqlite (a cache of their
+    records.jsonl files, rebuilt from them on demand)."""
+    return runs / HISTORY_NAME
+
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT, cell_key TEXT, suite TEXT, twin TEXT, grid TEXT, variant_id TEXT,
+    runtime TEXT, device TEXT, batch_size INTEGER, status TEXT,
+    energy_j_per_inference REAL, energy_source TEXT, latency_ms_p50 REAL,
+    quality_value REAL, record_json TEXT, PRIMARY KEY (run_id, cell_key))"""
 
 
 def append_history(records: list[Record], db: Path) -> None:
+    """Add records to the history (idempotent). Raises sqlite3.DatabaseError on a corrupt file."""
     db.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(db) as con:
-        con.execute(
-            """CREATE TABLE IF NOT EXISTS records (
-                run_id TEXT, cell_key TEXT, suite TEXT, twin TEXT, grid TEXT, variant_id TEXT,
-                runtime TEXT, device TEXT, batch_size INTEGER, status TEXT,
-                energy_j_per_inference REAL, energy_source TEXT, latency_ms_p50 REAL,
-                quality_value REAL, record_json TEXT, PRIMARY KEY (run_id, cell_key))"""
-        )
+        con.execute(_SCHEMA)
         con.executemany(
             "INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
@@ -92,36 +178,75 @@ def append_history(records: list[Record], db: Path) -> None:
                 for r in records
             ],
         )  # fmt: skip
+    con.close()
+
+
+def try_append_history(records: list[Record], db: Path, log: Callable[[str], None]) -> bool:
+    """The history is a cache: a broken one is reported, never allowed to stop a run."""
+    try:
+        append_history(records, db)
+        return True
+    except (sqlite3.Error, OSError) as e:
+        log(
+            f"warning: history {db} not updated ({e}); the records are safe in records.jsonl: "
+            f"rebuild it with `twinbench history --rebuild --runs {db.parent}`"
+        )
+        return False
+
+
+def rebuild_history(runs: Path, log: Callable[[str], None] = print) -> tuple[Path, int, int]:
+    """Rebuild <runs>/history.sqlite from every run folder's records.jsonl. An existing file is
+    moved aside (never deleted). Returns (db, runs indexed, records indexed)."""
+    if not runs.is_dir():
+        raise InputError(f"no runs folder at {runs}")
+    db = history_path(runs)
+    if db.exists():
+        aside = db.with_name(f"{db.name}.old-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+        db.replace(aside)
+        log(f"previous history moved to {aside}")
+    n_runs = n_records = 0
+    for folder in sorted(p for p in runs.iterdir() if (p / "plan.json").is_file()):
+        try:
+            records = RunDir(folder).records()
+        except (InputError, OSError) as e:
+            log(f"skipped {folder.name}: {e}")
+            continue
+        append_history(records, db)
+        n_runs, n_records = n_runs + 1, n_records + len(records)
+    if not db.exists():
+        append_history([], db)
+    return db, n_runs, n_records
 
 
 def load_records(path: Path) -> tuple[list[Record], dict]:
     """Records and environment from a run folder, a records.jsonl file or a baseline JSON file."""
     path = Path(path)
     if path.is_dir():
-        run = RunDir.open(path) if (path / "plan.json").is_file() else None
-        if run is None:
-            raise InputError(f"{path} is not a twinbench run (no plan.json)")
-        env_path = path / "environment.json"
-        env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+        run = RunDir.open(path)
+        env = run.read_json("environment.json") if (path / "environment.json").is_file() else {}
         records = run.records()
     elif path.is_file() and path.suffix == ".json":  # a promoted baseline
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("environment", {}), dict):
+                raise ValueError("not a JSON object with records and environment")
             records, env = [Record.from_dict(r) for r in data["records"]], data.get("environment", {})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"{path} is not a twinbench baseline: {e}") from e
     elif path.is_file():
-        records, env = [], {}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                records.append(Record.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError) as e:
-                raise InputError(f"{path}, line {n}: not a twinbench record ({e})") from e
+        records, env = read_records(path), {}
     else:
         raise InputError(f"no run folder or records file at {path}")
     if not records:
         raise InputError(f"{path} holds no records")
     return records, env
+
+
+def run_folder_of(path: Path) -> Path | None:
+    """The run folder that records at `path` (a run folder or its records.jsonl) were measured in."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / "plan.json").is_file() else None
 
 
 BASELINES = RESULTS / "baselines"
@@ -137,9 +262,11 @@ def baseline_path(env: dict, device: str, root: Path = BASELINES) -> Path:
     return root / f"{device_slug(env, device)}.json"
 
 
-def promote_baseline(run: Path, root: Path = BASELINES) -> tuple[Path, str | None]:
+def promote_baseline(run: Path, root: Path = BASELINES, force: bool = False) -> tuple[Path, str | None]:
     """Copy a run's records and environment to results/baselines/<device>.json (committed).
-    Returns the path and the run id of the baseline it replaces, if any."""
+    Returns the path and the run id of the baseline it replaces, if any. A run that covers fewer
+    cells than the baseline it would replace needs `force`: a nightly gate compares only the
+    cells its baseline holds, so a smaller baseline silently checks less."""
     records, env = load_records(run)
     if not any(r.status == "ok" for r in records):
         raise InputError(f"{run} has no measured cell: not a baseline")
@@ -147,7 +274,20 @@ def promote_baseline(run: Path, root: Path = BASELINES) -> tuple[Path, str | Non
     if len(devices) != 1:
         raise InputError(f"{run} mixes devices {sorted(devices)}")
     path = baseline_path(env, devices.pop(), root)
-    replaced = json.loads(path.read_text()).get("run_id") if path.is_file() else None
+    replaced = None
+    if path.is_file():
+        old, _ = load_records(path)
+        replaced = old[0].run_id
+        measured = {r.cell_key for r in records if r.status == "ok"}
+        lost = sorted({r.cell_key for r in old if r.status == "ok"} - measured)
+        if lost and not force:
+            twins = sorted({r.twin for r in old} - {r.twin for r in records})
+            raise InputError(
+                f"{run} does not measure {len(lost)} of the {len(old)} cells of the baseline it would replace "
+                f"({path}, run {replaced})"
+                + (f", twins {', '.join(twins)} entirely" if twins else f", e.g. {lost[0]}")
+                + "; pass --force to replace it anyway"
+            )
     data = {
         "run_id": records[0].run_id,
         "suite": records[0].suite,
@@ -164,11 +304,18 @@ def promote_baseline(run: Path, root: Path = BASELINES) -> tuple[Path, str | Non
 def history(db: Path, twin: str, variant: str | None = None) -> list[Record]:
     """Every record of a twin (optionally one variant, by id or name prefix) over time."""
     if not db.is_file():
-        raise InputError(f"no history at {db}: run a suite first")
-    with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT record_json FROM records WHERE twin = ? ORDER BY run_id", (twin,)).fetchall()
-        twins = sorted(t for (t,) in con.execute("SELECT DISTINCT twin FROM records"))
-    records = [Record.from_dict(json.loads(row[0])) for row in rows]
+        raise InputError(f"no history at {db}: run a suite first (or `twinbench history --rebuild --runs DIR`)")
+    try:
+        with sqlite3.connect(db) as con:
+            rows = con.execute("SELECT record_json FROM records WHERE twin = ? ORDER BY run_id", (twin,)).fetchall()
+            twins = sorted(t for (t,) in con.execute("SELECT DISTINCT twin FROM records"))
+        con.close()
+        records = [Record.from_dict(json.loads(row[0])) for row in rows]
+    except (sqlite3.Error, json.JSONDecodeError, TypeError, ValueError) as e:
+        raise InputError(
+            f"history {db} is unreadable ({e}); it is a cache of the runs' records: rebuild it with "
+            f"`twinbench history --rebuild --runs {db.parent}`"
+        ) from e
     if not records:
         raise InputError(f"no history for twin {twin!r}; twins with history: {', '.join(twins) or 'none'}")
     if variant is not None:

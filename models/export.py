@@ -101,6 +101,7 @@ def load_exported(folder: Path) -> torch.nn.Module:
 
     from bench.errors import InputError
     from models.checkpoint import identity
+    from models.fingerprint import weights_sha256
 
     spec = json.loads((folder / "variant.json").read_text())
     ref = spec["reference"]
@@ -108,4 +109,6 @@ def load_exported(folder: Path) -> torch.nn.Module:
     if json.loads(json.dumps(identity(twin), default=str)) != ref:
         raise InputError(f"{folder} was exported from another twin version, config or data than this cache holds")
     safetensors.torch.load_model(model, str(folder / "weights.safetensors"), strict=True)
+    if spec.get("weights_sha256") and weights_sha256(model) != spec["weights_sha256"]:
+        raise InputError(f"{folder / 'weights.safetensors'} is not the measured weights (weights_sha256 differs)")
     return model.eval()

@@ -163,6 +163,6 @@ def test_baseline_promotion_and_history(tmp_path, capsys):
     assert [r.run_id for r in rows] == ["base", "new"]
     with pytest.raises(InputError, match="twins with history: grid-gnn"):
         history(db, "sensor-transformer")
-    assert main(["history", "--twin", "grid-gnn", "--variant", "int8", "--db", str(db)]) == 0
+    assert main(["history", "--twin", "grid-gnn", "--variant", "int8", "--runs", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("| int8 |") == 2
-    assert main(["history", "--twin", "grid-gnn", "--db", str(tmp_path / "none.sqlite")]) == 2
+    assert main(["history", "--twin", "grid-gnn", "--runs", str(tmp_path / "none")]) == 2

@@ -211,6 +211,8 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CacheError(f"corrupt manifest {manifest_path}: {e}") from e
+    if not isinstance(manifest, dict):
+        raise CacheError(f"corrupt manifest {manifest_path}: a JSON object expected, found {type(manifest).__name__}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CacheError(
             f"stale cache {directory}: format {manifest.get('format_version')}, this code reads {FORMAT_VERSION}"
@@ -222,7 +224,8 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
             f"stale cache {directory}: built with {manifest.get('build_config')}, asked for {asdict(config)}"
         )
     for package in DATA_PACKAGES:
-        built, here = manifest.get("packages", {}).get(package), installed_version(package)
+        packages = manifest.get("packages")
+        built, here = packages.get(package) if isinstance(packages, dict) else None, installed_version(package)
         # A machine without the package (a GPU box) can only trust the manifest; one with a
         # different version would build different data, so the cache is stale there.
         if here is not None and built != here:
@@ -230,9 +233,10 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
     files = manifest.get("files", {})
     for name in FILES:
         path = directory / name
-        if name not in files or not path.is_file():
+        if not isinstance(files, dict) or name not in files or not path.is_file():
             raise CacheError(f"incomplete cache {directory}: {name} missing")
-        if sha256_file(path) != files[name]["sha256"]:
+        entry = files[name]
+        if not isinstance(entry, dict) or sha256_file(path) != entry.get("sha256"):
             raise CacheError(f"corrupt cache {directory}: {name} does not match its hash in manifest.json")
     return manifest
 
