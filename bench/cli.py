@@ -274,10 +274,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_select(args: argparse.Namespace) -> int:
     from bench import select
-    from bench.store import load_records, run_folder_of
+    from bench.store import RunDir, load_records, run_folder_of
 
     if (args.run is None) == (args.records is None):
         raise ConfigError("give exactly one of --run RUN or --records FILE")
+    if args.run is not None:
+        RunDir.open(args.run)  # --run names a run folder, nothing else
     records, env = load_records(args.run or args.records)
     run_folder = run_folder_of(args.run or args.records)
     constraints = select.Constraints(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 
 class TwinbenchError(Exception):
-    """Base class: a problem with the user's input or environment, reported as `error: <message>`."""
+    """Base class: a problem with the user's input or environment (a name, a value, a file, a cache
+    they can fix), reported as `error: <message>`. One exit-code rule for every command: 0 ok,
+    1 a verdict that says no (`Verdict`), 2 bad input, 130 interrupted."""
+
+    exit_code = 2
+
+
+class Verdict(TwinbenchError):
+    """A real answer that is "no": no variant meets the constraints, a plan does not fit the time
+    given. Exit 1, like a regression or a baseline not beaten."""
 
     exit_code = 1
 

@@ -31,7 +31,7 @@ import psutil
 import torch
 
 from bench import environment, report, summary
-from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError, Unsupported
+from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError, Unsupported, Verdict
 from bench.meters import Meter, choose_meter
 from bench.records import Record
 from bench.runtimes import RuntimeContext, Session, default_threads, make_session, runtime_names
@@ -517,7 +517,7 @@ def _check_budget(suite: Suite, cells: list[Cell], done: list[str], max_minutes:
     log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(groups)} groups; "
         f"estimated {eta / 60:.1f} min")  # fmt: skip
     if max_minutes is not None and eta > 60 * max_minutes:
-        raise TwinbenchError(
+        raise Verdict(
             f"the plan needs about {eta / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
             "narrow it with --twin/--runtime or run it in parts with --resume"
         )

@@ -10,13 +10,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.errors import ConfigError, InputError, TwinbenchError, UnknownNameError
+from bench.errors import ConfigError, InputError, UnknownNameError, Verdict
 from bench.frontier import OBJECTIVES, cost, groups, pareto
 from bench.records import Record
 from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
 
-class Infeasible(TwinbenchError):
+class Infeasible(Verdict):
     """No measured variant meets the constraints (exit 1: a real answer, not bad input)."""
 
 

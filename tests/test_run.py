@@ -1,15 +1,17 @@
 """End to end: `twinbench run --suite smoke` on CPU, interrupted and resumed, and its bad inputs."""
 
 import json
+import shutil
 import sqlite3
-from pathlib import Path
 
 import pytest
 
 from bench.cli import main
 from bench.meters import choose_meter
+from bench.records import Record
 from bench.runner import run
 from bench.store import RunDir
+from models.fingerprint import files_sha256, onnx_files
 
 TWINS = {"sensor-transformer", "grid-gnn", "diffusion-forecaster"}
 
@@ -59,11 +61,13 @@ def test_smoke_records_are_valid_and_honest(smoke_run):
             assert r.quality_loss_pct == 0.0 and r.artifact_path is None
         else:  # fp32 ONNX Runtime: the same quality up to float rounding
             assert abs(r.quality_loss_pct) < 0.01
-            assert r.artifact_path.endswith(f"{r.twin}-{r.variant_id}.onnx") and Path(r.artifact_path).is_file()
+            assert r.artifact_path == f"artifacts/{r.twin}-{r.variant_id}.onnx" and (path / r.artifact_path).is_file()
+            assert r.artifact_sha256 == files_sha256(onnx_files(path / r.artifact_path))
+        assert r.weights_sha256 and len(r.weights_sha256) == 64
     assert any(r.flops_per_inference for r in records)
     env = json.loads((path / "environment.json").read_text())
     assert env["energy_meter"].startswith(source) and env["libraries"]["torch"] and env["cpu_cores"] >= 1
-    with sqlite3.connect(path.parent.parent / "history.sqlite") as con:
+    with sqlite3.connect(path.parent / "history.sqlite") as con:  # the runs folder's own history
         rows = con.execute(
             "SELECT COUNT(*), COUNT(DISTINCT cell_key) FROM records WHERE run_id = ?", (path.name,)
         ).fetchone()
@@ -89,7 +93,7 @@ def test_runtime_that_cannot_run_here_is_an_unsupported_record(tmp_path, smoke_g
         (["run", "--suite", "smoke", "--device", "cuda"], 2, "CUDA is not available"),
         (["run", "--suite", "smoke", "--runtime", "tensorrt"], 2, "valid runtimes"),
         (["run", "--suite", "nope"], 2, "valid suites"),
-        (["run", "--resume", "/nonexistent/run"], 1, "not a twinbench run"),
+        (["run", "--resume", "/nonexistent/run"], 2, "not a twinbench run"),
     ],
 )
 def test_bad_run_input_is_a_clear_error_and_writes_nothing(tmp_path, argv, code, message, capsys):
@@ -168,7 +172,7 @@ def test_select_exports_an_onnx_variant_that_reproduces_its_quality(matrix_run, 
     twin = get_twin("grid-gnn")(smoke_grid, get_twin("grid-gnn").config_for("smoke"))
     quality = twin.evaluate(ort_predict_fn(onnx_file), "test")
     assert quality.value == pytest.approx(card["quality"]["value"], rel=1e-6)
-    assert main(argv) == 2 and "already holds an export" in capsys.readouterr().err  # never overwritten
+    assert main(argv) == 2 and "is not empty" in capsys.readouterr().err  # never overwritten
 
 
 def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tmp_path):
@@ -182,7 +186,7 @@ def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tm
     pruned = [r for r in records if r.status == "ok" and r.lineage and r.runtime == "torch-eager"
               and [s["pass"] for s in r.lineage] == ["prune-structured"]]  # fmt: skip
     sel = select(pruned, "grid-gnn", Constraints(max_quality_loss_pct=1e9, runtime="torch-eager"))
-    files = export(sel, tmp_path / "torch", {})
+    files = export(sel, tmp_path / "torch", {}, matrix_run[1][0])
     assert {f.name for f in files} == {"weights.safetensors", "variant.json", "model_card.json"}
     model = load_exported(tmp_path / "torch")
     assert sum(p.numel() for p in model.parameters()) == sel.chosen.params
@@ -195,3 +199,65 @@ def test_run_writes_summary_and_a_report(matrix_run):
     for path in paths:
         assert (path / "summary.md").is_file() and (path / "report.html").stat().st_size > 1_000_000  # plotly inline
     assert "CRPS vs DDIM sampling steps" in (paths[1] / "report.html").read_text()
+
+
+def test_resume_repairs_a_record_cut_mid_write(smoke_run, tmp_path):
+    """A crash mid-write left half a line; the next record used to be appended onto it and lost."""
+    from bench.errors import InputError
+
+    path, _ = smoke_run
+    copy = tmp_path / "runs" / path.name
+    shutil.copytree(path, copy)
+    whole = (copy / "records.jsonl").read_bytes()
+    last = whole.rstrip(b"\n").rfind(b"\n") + 1
+    (copy / "records.jsonl").write_bytes(whole[: last + (len(whole) - last) // 2])
+    with pytest.raises(InputError, match="line 12: unfinished"):
+        RunDir.open(copy).records()
+    logs = []
+    run(resume=copy, log=logs.append)
+    records = RunDir.open(copy).records()
+    keys = [r.cell_key for r in records]
+    assert (
+        len(keys) == len(set(keys)) == 12
+        and records[-1].cell_key == Record.from_dict(json.loads(whole[last:])).cell_key
+    )
+    assert any("unfinished line" in m for m in logs)
+    assert (copy / "records.jsonl.partial").read_bytes() == whole[last : last + (len(whole) - last) // 2] + b"\n"
+    with sqlite3.connect(copy.parent / "history.sqlite") as con:  # every record, once, in the history
+        assert con.execute("SELECT COUNT(*) FROM records WHERE run_id = ?", (records[0].run_id,)).fetchone() == (12,)
+
+
+def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, capsys):
+    """The exported artifact is the measured one: same hashes, from a moved run folder too; a changed
+    artifact or a changed weights cache is refused and leaves nothing behind."""
+    from dataclasses import replace
+
+    from bench.errors import InputError
+    from bench.select import Constraints, export, select
+    from bench.store import load_records
+
+    _, paths = matrix_run
+    moved = tmp_path / "moved" / paths[0].name
+    shutil.copytree(paths[0], moved)  # artifact paths are relative: a moved run still exports
+    argv = ["select", "--run", str(moved), "--twin", "grid-gnn", "--max-quality-loss-pct", "200",
+            "--runtime", "onnxruntime", "--batch-size", "32", "--export"]  # fmt: skip
+    assert main([*argv, str(tmp_path / "ok")]) == 0
+    card = json.loads((tmp_path / "ok" / "model_card.json").read_text())
+    (onnx_name,) = [f for f in card["files"] if f.endswith(".onnx")]
+    assert files_sha256(onnx_files(tmp_path / "ok" / onnx_name)) == card["artifact_sha256"]
+    records, _ = load_records(moved)
+    (chosen,) = [r for r in records if r.variant_id == card["variant_id"] and r.runtime == "onnxruntime"
+                 and r.batch_size == 32]  # fmt: skip
+    artifact = moved / chosen.artifact_path
+    artifact.write_bytes(artifact.read_bytes()[:-8] + b"\0" * 8)  # changed after the run
+    assert main([*argv, str(tmp_path / "tampered")]) == 2
+    assert "not the artifact this record measured" in capsys.readouterr().err
+    assert list((tmp_path / "tampered").iterdir()) == []
+
+    pruned = [r for r in records if r.status == "ok" and r.runtime == "torch-eager"
+              and [s["pass"] for s in r.lineage] == ["prune-structured"]]  # fmt: skip
+    other = replace(pruned[0], weights_sha256="0" * 64)  # as if the cache was retrained after the run
+    sel = select([other], "grid-gnn", Constraints(max_quality_loss_pct=1e9))
+    with pytest.raises(InputError, match="not the ones this record measured"):
+        export(sel, tmp_path / "retrained", {}, moved)
+    assert list((tmp_path / "retrained").iterdir()) == []
