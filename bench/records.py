@@ -114,6 +114,12 @@ class Record:
             if not _is_a(value, hints[f.name]):
                 raise ValueError(f"field {f.name!r} must be {hints[f.name]}, got {value!r:.80}")
             values[f.name] = value
+        flags, lineage = values.get("flags", ()), values.get("lineage", ())
+        if not all(isinstance(x, str) for x in flags):
+            raise ValueError("field 'flags' must hold strings")
+        if not all(isinstance(s, dict) and isinstance(s.get("pass"), str) and isinstance(s.get("params", {}), dict)
+                   for s in lineage):  # fmt: skip
+            raise ValueError("field 'lineage' must hold steps {'pass': name, 'params': {...}}")
         return cls(**values)
 
 

@@ -4,6 +4,10 @@ Per twin and batch size: quality loss vs joules per inference (log axis), the Pa
 line, estimated energy drawn as open markers (measured: filled) and never on a measured frontier;
 hover shows variant, lineage, CI and flags. For the diffusion twin, CRPS against sampling steps. A
 sortable table of every cell, the validity flags, what was not measured and why, the environment.
+
+Records and environment.json come from files people share (baselines, runs from other machines), so
+every string in them is hostile: the page is a Jinja2 template that escapes every value it is given,
+and record text bound for plotly, which renders its own small HTML (<b>, <a href>), is escaped too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import html
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
+
+from jinja2 import Environment, StrictUndefined
+from markupsafe import Markup
 
 from bench.frontier import frontier_keys, groups, pareto
 from bench.records import Record
@@ -50,6 +58,40 @@ th { background: #f0f0f0; cursor: pointer; }
 .note { color: #555; max-width: 60em; }
 </style>"""
 
+# Every {{ value }} is escaped (autoescape). The only trusted markup is what render() wraps in
+# Markup: the constants above and plotly's chart divs.
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title>{{ style }}{{ error_trap }}</head><body>
+<pre id="js-errors" style="color:#b00"></pre>
+<h1>{{ title }}</h1>
+<p class="note">{{ n_cells }} cells, {{ n_measured }} measured. Energy meter: {{ meter }}. Quality loss is \
+relative to the fp32 torch-eager reference of this run (positive = worse). Filled markers: measured energy \
+(nvml/rapl); open markers: estimated; the two never share a frontier. Error bars: bootstrap 95% CI.</p>
+{% for chart in charts %}{{ chart }}
+{% endfor -%}
+<h2>Every cell</h2><p class="note">Click a column to sort; hover a variant for its lineage.</p>
+<table class="sortable" id="cells"><thead><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in rows %}<tr>{% for c in row -%}
+<td{% if c.v is not none %} data-v="{{ c.v }}"{% endif %}{% if c.title %} title="{{ c.title }}"{% endif %}>{{ c.text }}</td>
+{%- endfor %}</tr>
+{% endfor %}</tbody></table>
+<h2>Validity flags</h2><ul>{% for flag, n in flags %}<li>{{ flag }}: {{ n }} cells</li>{% endfor %}</ul>
+<h2>Not measured</h2><ul>{% for r, reason in not_measured %}
+<li>{{ r.twin }} / {{ r.variant_name }} / {{ r.runtime }} / batch {{ r.batch_size }}: {{ r.status }} — {{ reason }}</li>
+{%- endfor %}</ul>
+<h2>Environment</h2><table>{% for k, v in env %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+{{ sort_script }}
+</body></html>
+"""
+_PAGE = Environment(autoescape=True, undefined=StrictUndefined).from_string(PAGE)
+
+
+def _text(value) -> str:
+    """Record text for plotly's pseudo-HTML (hover, trace names, titles, annotations), which obeys
+    <b>, <br> and <a href>: escaped, it shows as typed. quote=False because plotly decodes &lt; &gt;
+    &amp; but shows &quot; literally, and a quote cannot open a tag."""
+    return html.escape(str(value), quote=False)
+
 
 def _hover(r: Record) -> str:
     lineage = " → ".join(f"{s['pass']}" for s in r.lineage) or "reference"
@@ -57,17 +99,17 @@ def _hover(r: Record) -> str:
     if r.energy_j_per_inference is not None:
         energy = (
             f"energy: {r.energy_j_per_inference:.3g} J [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}] "
-            f"({r.energy_source}, cv {r.energy_cv:.1%})"
+            f"({_text(r.energy_source)}, cv {r.energy_cv:.1%})"
         )
     return "<br>".join(
         [
-            f"<b>{html.escape(r.variant_name)}</b>",
-            f"runtime: {r.runtime}, batch {r.batch_size}",
-            f"lineage: {html.escape(lineage)}",
-            f"{r.quality_metric}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
+            f"<b>{_text(r.variant_name)}</b>",
+            f"runtime: {_text(r.runtime)}, batch {_text(r.batch_size)}",
+            f"lineage: {_text(lineage)}",
+            f"{_text(r.quality_metric)}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
             energy,
             f"p50 {r.latency_ms_p50:.3g} ms, p99 {r.latency_ms_p99:.3g} ms",
-            f"flags: {', '.join(r.flags) or 'none'}",
+            f"flags: {_text(', '.join(r.flags) or 'none')}",
         ]
     )
 
@@ -93,7 +135,7 @@ def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
                         "thickness": 1,
                     },
                     mode="markers",
-                    name=f"{runtime} ({source})",
+                    name=f"{_text(runtime)} ({_text(source)})",
                     marker={
                         "size": 10,
                         "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f"),
@@ -111,13 +153,20 @@ def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
                 y=[r.quality_loss_pct for r in front],
                 mode="lines",
                 line={"dash": "solid" if measured else "dot", "color": "#444", "shape": "hv"},
-                name=f"frontier ({source})",
+                name=f"frontier ({_text(source)})",
                 hoverinfo="skip",
             )
         )
     estimated = "" if all(k[-1] in MEASURED for k in by_group) else " — open markers: estimated energy"
     losses = [r.quality_loss_pct for m in by_group.values() for r in m]
-    off = sorted({f"{r.variant_name} on {r.runtime}" for m in by_group.values() for r in m if r.quality_loss_pct > 100})
+    off = sorted(
+        {
+            f"{_text(r.variant_name)} on {_text(r.runtime)}"
+            for m in by_group.values()
+            for r in m
+            if r.quality_loss_pct > 100
+        }
+    )
     if off:  # one broken variant (+30000 %) would flatten every useful point against zero
         fig.update_yaxes(range=[min(losses) - 5, 100])
         fig.add_annotation(
@@ -125,7 +174,7 @@ def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
             showarrow=False, font={"size": 10, "color": "#b00"}, xanchor="left",
         )  # fmt: skip
     fig.update_layout(
-        title=f"{twin} on {grid}, batch {batch}: quality loss vs energy{estimated}",
+        title=f"{_text(twin)} on {_text(grid)}, batch {_text(batch)}: quality loss vs energy{estimated}",
         xaxis={"type": "log", "title": "joules per inference (log)"},
         yaxis={"title": "quality loss % vs fp32 eager reference (lower is better)"},
         margin={"t": 60, "l": 70, "r": 20, "b": 60},
@@ -155,7 +204,7 @@ def _steps_curve(records: list[Record]):
                         y=[r.quality_value for r in pts],
                         mode="lines+markers" if label.startswith("same") else "markers",
                         marker={"size": 10, "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f")},
-                        name=f"{label} ({runtime})",
+                        name=f"{label} ({_text(runtime)})",
                         text=[_hover(r) for r in pts],
                         hoverinfo="text",
                     )
@@ -169,48 +218,48 @@ def _steps_curve(records: list[Record]):
     return fig
 
 
-def _cell(value, fmt: str = ".3g") -> str:
-    if value is None:
-        return '<td data-v="">-</td>'
-    return f'<td data-v="{value}">{format(value, fmt)}</td>'
+class Cell(NamedTuple):
+    text: str
+    v: object = None  # data-v: what the sort compares ("" for a number that is missing)
+    title: str | None = None
 
 
-def _table(records: list[Record], on_front: set[str]) -> str:
-    head = [
-        "twin", "batch", "variant", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
-        "CI low", "CI high", "cv", "source", "p50 ms", "p99 ms", "MB", "params", "size KB", "flags",
-    ]  # fmt: skip
-    rows = []
-    for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime)):
-        rows.append(
-            "<tr>"
-            + "".join(
-                [
-                    f"<td>{r.twin}</td>",
-                    _cell(r.batch_size, "d"),
-                    f"<td title='{html.escape(json.dumps(r.lineage))}'>{html.escape(r.variant_name)}</td>",
-                    f"<td>{r.runtime}</td>",
-                    f"<td title='{html.escape(r.status_reason)}'>{r.status}</td>",
-                    f"<td>{'★' if r.cell_key in on_front else ''}</td>",
-                    _cell(r.quality_value, ".4g"),
-                    _cell(r.quality_loss_pct, "+.2f"),
-                    _cell(r.energy_j_per_inference),
-                    _cell(r.energy_ci95_low),
-                    _cell(r.energy_ci95_high),
-                    _cell(r.energy_cv, ".1%"),
-                    f"<td>{r.energy_source}</td>",
-                    _cell(r.latency_ms_p50),
-                    _cell(r.latency_ms_p99),
-                    _cell(r.peak_memory_mb, ".0f"),
-                    _cell(r.params, ","),
-                    _cell(r.size_bytes and r.size_bytes / 1024, ".0f"),
-                    f"<td>{', '.join(r.flags)}</td>",
-                ]
-            )
-            + "</tr>"
-        )
-    header = "".join(f"<th>{h}</th>" for h in head)
-    return f'<table class="sortable" id="cells"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+def _cell(value, fmt: str = ".3g") -> Cell:
+    return Cell("-", "") if value is None else Cell(format(value, fmt), value)
+
+
+HEAD = [
+    "twin", "batch", "variant", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
+    "CI low", "CI high", "cv", "source", "p50 ms", "p99 ms", "MB", "params", "size KB", "flags",
+]  # fmt: skip
+
+
+def _row(r: Record, on_front: set[str]) -> list[Cell]:
+    return [
+        Cell(r.twin),
+        _cell(r.batch_size, "d"),
+        Cell(r.variant_name, title=json.dumps(r.lineage)),
+        Cell(r.runtime),
+        Cell(r.status, title=r.status_reason),
+        Cell("★" if r.cell_key in on_front else ""),
+        _cell(r.quality_value, ".4g"),
+        _cell(r.quality_loss_pct, "+.2f"),
+        _cell(r.energy_j_per_inference),
+        _cell(r.energy_ci95_low),
+        _cell(r.energy_ci95_high),
+        _cell(r.energy_cv, ".1%"),
+        Cell(r.energy_source),
+        _cell(r.latency_ms_p50),
+        _cell(r.latency_ms_p99),
+        _cell(r.peak_memory_mb, ".0f"),
+        _cell(r.params, ","),
+        _cell(r.size_bytes and r.size_bytes / 1024, ".0f"),
+        Cell(", ".join(r.flags)),
+    ]
+
+
+def _first_line(reason: str) -> str:
+    return (reason.strip().splitlines() or [""])[0][:300]
 
 
 def render(records: list[Record], env: dict, title: str) -> str:
@@ -225,8 +274,10 @@ def render(records: list[Record], env: dict, title: str) -> str:
     diffusion = [r for r in records if r.twin == "diffusion-forecaster"]
     if any(r.model_info.get("sampling_steps") for r in diffusion):
         charts.append(_steps_curve(diffusion))
+    # Trusted as markup: plotly's output, whose JSON escapes < > / (no </script> breakout) and whose
+    # record text _text() escaped before it entered the figure.
     parts = [
-        pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px")
+        Markup(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px"))
         for i, fig in enumerate(charts)
     ]
     on_front = frontier_keys(records, "energy")
@@ -235,37 +286,22 @@ def render(records: list[Record], env: dict, title: str) -> str:
         for f in r.flags:
             flags[f] += 1
     not_ok = [r for r in records if r.status != "ok"]
-    env_rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v) if isinstance(v, dict | list) else str(v))}</td></tr>"
-        for k, v in env.items()
-    )
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{STYLE}{ERROR_TRAP}</head><body>",
-            '<pre id="js-errors" style="color:#b00"></pre>',
-            f"<h1>{html.escape(title)}</h1>",
-            f"<p class='note'>{len(records)} cells, {len(records) - len(not_ok)} measured. Energy meter: "
-            f"{html.escape(str(env.get('energy_meter', '?')))}. Quality loss is relative to the fp32 torch-eager "
-            "reference of this run (positive = worse). Filled markers: measured energy (nvml/rapl); open markers: "
-            "estimated; the two never share a frontier. Error bars: bootstrap 95% CI.</p>",
-            *parts,
-            "<h2>Every cell</h2><p class='note'>Click a column to sort; hover a variant for its lineage.</p>",
-            _table(records, on_front),
-            "<h2>Validity flags</h2><ul>"
-            + "".join(f"<li>{html.escape(f)}: {n} cells</li>" for f, n in sorted(flags.items()))
-            + "</ul>",
-            "<h2>Not measured</h2><ul>"
-            + "".join(
-                f"<li>{html.escape(r.twin)} / {html.escape(r.variant_name)} / {r.runtime} / batch {r.batch_size}: "
-                f"{r.status} — {html.escape(r.status_reason.strip().splitlines()[0][:300])}</li>"
-                for r in not_ok
-            )
-            + "</ul>",
-            f"<h2>Environment</h2><table>{env_rows}</table>",
-            SORT_SCRIPT,
-            "</body></html>",
-        ]
+    return _PAGE.render(
+        title=title,
+        style=Markup(STYLE),
+        error_trap=Markup(ERROR_TRAP),
+        sort_script=Markup(SORT_SCRIPT),
+        n_cells=len(records),
+        n_measured=len(records) - len(not_ok),
+        meter=str(env.get("energy_meter", "?")),
+        charts=parts,
+        head=HEAD,
+        rows=[
+            _row(r, on_front) for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime))
+        ],
+        flags=sorted(flags.items()),
+        not_measured=[(r, _first_line(r.status_reason)) for r in not_ok],
+        env=[(k, json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in env.items()],
     )
 
 

@@ -84,7 +84,9 @@ def test_a_cut_last_line_is_refused_by_every_reader_and_repaired_before_appendin
     "line, why",
     [("[1, 2]", "a record is a JSON object"), ('"text"', "JSON object"), ("{not json", "Expecting"),
      (json.dumps({**json.loads(RECORDS[0].to_json()), "batch_size": "1"}), "batch_size"),
-     (json.dumps({**json.loads(RECORDS[0].to_json()), "flags": "x"}), "flags")],
+     (json.dumps({**json.loads(RECORDS[0].to_json()), "flags": "x"}), "flags"),
+     (json.dumps({**json.loads(RECORDS[0].to_json()), "flags": [1]}), "flags"),
+     (json.dumps({**json.loads(RECORDS[0].to_json()), "lineage": ["prune"]}), "lineage")],
 )  # fmt: skip
 def test_a_malformed_line_is_the_same_error_everywhere(tmp_path, capsys, line, why):
     path = _write_run(tmp_path, "run", RECORDS)

@@ -1,10 +1,13 @@
 """report.html and summary.md: rendered from hand-made records, opened in a real headless browser."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
@@ -51,8 +54,7 @@ def records():
 def run_dir(tmp_path) -> RunDir:
     run = RunDir.create(tmp_path, "20260101T000000Z-smoke")
     run.write_json("environment.json", {"energy_meter": "estimate: CPU time x 10 W", "cpu_model": "test CPU"})
-    for r in records():
-        run.append(r)
+    run.append(records())
     return run
 
 
@@ -105,3 +107,76 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
         capture_output=True, timeout=120, env=env, check=True,
     )  # fmt: skip
     assert shot.stat().st_size > 20_000  # a blank page compresses to a few KB
+
+
+# Records and environment.json come from files people share (baselines, other machines' runs), so
+# every string in them is hostile. The attack writes data-pw="PWN" onto <body>: that text appears in
+# the DOM only if a payload ran, never as an echo of the payload itself (which spells char codes).
+ATTACK = "document.body.setAttribute('data-pw',String.fromCharCode(80,87,78))"
+PWNED = 'data-pw="PWN"'
+PAYLOADS = [
+    f'<img src=x onerror="{ATTACK}">',
+    f"</script><script>{ATTACK}</script>",
+    f'"><svg onload={ATTACK}>',
+    f"'><img src=x onerror={ATTACK}>",
+    f'<a href="javascript:{ATTACK}">link</a> javascript:{ATTACK}',
+    '<a href="https://pw.invalid/">link</a>',  # plotly's own pseudo-HTML draws this one as a real link
+]
+INJECTED = re.compile(r"<img src=|<svg onload|<a [^>]*(javascript:|pw\.invalid)")  # dump-dom writes text as &lt;
+
+
+def _dump_dom(page: Path, tmp_path: Path) -> str:
+    profile = tmp_path / f"profile-{page.stem}"
+    return subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)}, check=True,
+    ).stdout  # fmt: skip
+
+
+def hostile(payload: str, **overrides) -> Record:
+    """A valid Record with the payload in every str field, tuple entry, lineage pass/param and dict."""
+    hints = get_type_hints(Record)
+    text = {f.name: payload for f in fields(Record) if str in (hints[f.name], *get_args(hints[f.name]))}
+    assert len(text) >= 12, "Record's str fields were not found: the test would inject nothing"
+    return Record(
+        **{
+            **text,
+            "status": "ok",  # the one str field with a closed set of values
+            "lineage": ({"pass": payload, "params": {payload: payload}},),
+            "batch_size": 1, "quality_value": 1.02, "quality_ref_value": 1.0, "quality_loss_pct": 2.0,
+            "quality_metrics": {payload: 1.02}, "energy_j_per_inference": 0.5, "energy_ci95_low": 0.4,
+            "energy_ci95_high": 0.6, "energy_cv": 0.02, "latency_ms_p50": 5.0, "latency_ms_p99": 6.0,
+            "model_info": {payload: payload}, "flags": (payload, "short_window"),
+            "device_state_before": {payload: payload}, "device_state_after": {payload: payload},
+            **overrides,
+        }
+    )  # fmt: skip
+
+
+def test_hostile_strings_run_no_script_in_chromium(tmp_path):
+    """Script smuggled into any record or environment string stays text; the charts still draw."""
+    control = tmp_path / "control.html"  # the detector must see a payload that really runs
+    control.write_text("<!DOCTYPE html><html><body>" + "".join(PAYLOADS) + "</body></html>")
+    control_dom = _dump_dom(control, tmp_path)
+    assert PWNED in control_dom and INJECTED.search(control_dom)
+
+    unmeasured = {"energy_j_per_inference": None, "energy_ci95_low": None, "energy_ci95_high": None}
+    steps = {"twin": "diffusion-forecaster", "model_info": {"sampling_steps": 5, PAYLOADS[0]: PAYLOADS[1]}}
+    cells = [hostile(p) for p in PAYLOADS]
+    cells += [hostile(p, status="unsupported", quality_loss_pct=None, **unmeasured) for p in PAYLOADS]
+    # the CRPS-vs-steps chart takes only lineages of diffusion-steps passes: hostile params, then
+    cells.append(hostile(PAYLOADS[2], **steps, lineage=({"pass": "diffusion-steps", "params": {"k": PAYLOADS[3]}},)))
+    shared = [Record.from_dict(json.loads(r.to_json())) for r in cells]  # as read back from a shared file
+    env = {"energy_meter": PAYLOADS[0], PAYLOADS[1]: PAYLOADS[2], "nested": {PAYLOADS[3]: [PAYLOADS[4]]}}
+    page = tmp_path / "report.html"
+    page.write_text(report.render(shared, env, title=PAYLOADS[4]))
+
+    text = page.read_text()
+    assert not [p for p in PAYLOADS if p in text]  # nothing lands raw, in HTML or in plotly's JSON
+    dom = _dump_dom(page, tmp_path)
+    assert PWNED not in dom, "a payload from a record ran as script"
+    assert not INJECTED.search(dom), "a payload became an element"
+    assert re.search(r'<pre id="js-errors"[^>]*></pre>', dom), "the page threw JavaScript errors"
+    charts = len(PAYLOADS) + 2  # a scatter per hostile twin, the diffusion one, CRPS vs steps
+    assert len(re.findall(r'class="main-svg"', dom)) >= 2 * charts  # two svg layers each
+    assert "&lt;img src=x onerror=" in dom  # the hostile text is still shown, as text
