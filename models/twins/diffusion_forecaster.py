@@ -41,7 +41,7 @@ class DiffusionConfig:
     sample_steps: int = 10  # DDIM steps at inference (the `diffusion-steps` pass lowers this)
     n_samples: int = 16  # ensemble members per forecast for CRPS
     windows_per_epoch: int = 3072
-    fit: FitConfig = FitConfig(lr=2e-3, batch_size=128, max_epochs=30, patience=6, max_seconds=120)
+    fit: FitConfig = FitConfig(lr=2e-3, batch_size=128, max_epochs=30, patience=6, max_seconds=1800)
 
     def __post_init__(self) -> None:
         if not 1 <= self.sample_steps <= self.train_steps:
@@ -204,7 +204,7 @@ class DiffusionForecasterTwin(Twin):
             sample_steps=50,
             n_samples=32,
             windows_per_epoch=32768,
-            fit=FitConfig(lr=1e-3, batch_size=256, max_epochs=60, patience=8, max_seconds=1200),
+            fit=FitConfig(lr=1e-3, batch_size=256, max_epochs=60, patience=8, max_seconds=7200),
         )
 
     def __init__(self, grid, config: DiffusionConfig) -> None:

@@ -24,7 +24,7 @@ from models.training import Distillation, FitConfig, fit, teacher_on
 class GNNConfig:
     hidden: int = 32
     layers: int = 6  # message-passing rounds: information travels one edge per round
-    fit: FitConfig = FitConfig(lr=3e-3, batch_size=128, max_epochs=40, patience=8, max_seconds=120)
+    fit: FitConfig = FitConfig(lr=3e-3, batch_size=128, max_epochs=40, patience=8, max_seconds=1800)
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.layers < 1:
@@ -118,7 +118,7 @@ class GridGNNTwin(Twin):
         if size == "smoke":
             return GNNConfig()
         return GNNConfig(
-            hidden=128, layers=12, fit=FitConfig(lr=1e-3, batch_size=64, max_epochs=200, patience=15, max_seconds=900)
+            hidden=128, layers=12, fit=FitConfig(lr=1e-3, batch_size=64, max_epochs=200, patience=15, max_seconds=7200)
         )
 
     @classmethod

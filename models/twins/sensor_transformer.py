@@ -33,7 +33,7 @@ class TransformerConfig:
     # Each epoch draws this many windows at random from every training start: more variety than a
     # fixed strided subset, at a compute cost that fits the smoke budget.
     windows_per_epoch: int = 2048
-    fit: FitConfig = FitConfig(lr=2e-3, batch_size=64, max_epochs=15, patience=4, max_seconds=120)
+    fit: FitConfig = FitConfig(lr=2e-3, batch_size=64, max_epochs=15, patience=4, max_seconds=1800)
 
     def __post_init__(self) -> None:
         if self.context < STEPS_PER_DAY:
@@ -107,7 +107,7 @@ class SensorTransformer(Twin):
             layers=3,
             ffn_dim=256,
             windows_per_epoch=32768,
-            fit=FitConfig(lr=1e-3, batch_size=256, max_epochs=40, patience=5, max_seconds=900),
+            fit=FitConfig(lr=1e-3, batch_size=256, max_epochs=40, patience=5, max_seconds=7200),
         )
 
     @classmethod
