@@ -149,6 +149,11 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
+def run_folders(runs: Path) -> list[Path]:
+    """The run folders in a runs folder, oldest first (run ids start with their UTC start time)."""
+    return sorted(p for p in runs.iterdir() if (p / "plan.json").is_file())
+
+
 def history_path(runs: Path = RUNS) -> Path:
     """The one rule: a runs folder indexes its runs in its own history.sqlite (a cache of their
     records.jsonl files, rebuilt from them on demand)."""
@@ -205,7 +210,7 @@ def rebuild_history(runs: Path, log: Callable[[str], None] = print) -> tuple[Pat
         db.replace(aside)
         log(f"previous history moved to {aside}")
     n_runs = n_records = 0
-    for folder in sorted(p for p in runs.iterdir() if (p / "plan.json").is_file()):
+    for folder in run_folders(runs):
         try:
             records = RunDir(folder).records()
         except (InputError, OSError) as e:

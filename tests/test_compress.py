@@ -10,7 +10,7 @@ import torch
 from bench import suites
 from bench.cli import main
 from bench.errors import ConfigError, UnknownNameError, Unsupported
-from bench.store import RunDir
+from bench.store import RunDir, run_folders
 from compress.base import PassContext, Variant, make_pass, parse_variant
 from compress.prune import prunable_weights
 from models.checkpoint import train_or_load
@@ -246,7 +246,7 @@ def variants_suite(tmp_path, monkeypatch) -> str:
 
 def test_run_measures_variants_and_records_unsupported_ones(tmp_path, variants_suite, gnn):
     assert main(["run", "--suite", "variants", "--out", str(tmp_path / "runs")]) == 0
-    (path,) = list((tmp_path / "runs").iterdir())
+    (path,) = run_folders(tmp_path / "runs")
     records = {(r.variant_name.split("(")[0].strip(), r.runtime): r for r in RunDir.open(path).records()}
     assert len(records) == 8  # (reference + 3 variants) x 2 runtimes
     for runtime in ("torch-eager", "onnxruntime"):
@@ -276,12 +276,12 @@ def test_nightly_gate_compares_with_the_device_baseline(tmp_path, variants_suite
     argv = ["nightly", "--suite", variants_suite, "--out", str(runs), "--baseline", str(baseline)]
     assert main(argv) == 2
     assert "twinbench baseline --run" in capsys.readouterr().err
-    (first,) = list(runs.iterdir())
+    (first,) = run_folders(runs)
     promoted, _ = promote_baseline(first, tmp_path / "promoted")
     baseline.parent.mkdir(parents=True)
     promoted.rename(baseline)
     code = main(argv)
-    second = next(p for p in runs.iterdir() if p != first)
+    second = next(p for p in run_folders(runs) if p != first)
     verdict = (second / "verdict.md").read_text()
     assert code in (0, 1) and verdict.startswith("# twinbench compare: ")
     assert ("REGRESSION" in verdict) == (code == 1) and "cells compared" in verdict

@@ -10,7 +10,7 @@ from bench.cli import main
 from bench.meters import choose_meter
 from bench.records import Record
 from bench.runner import run
-from bench.store import RunDir
+from bench.store import RunDir, run_folders
 from models.fingerprint import files_sha256, onnx_files
 
 TWINS = {"sensor-transformer", "grid-gnn", "diffusion-forecaster"}
@@ -27,7 +27,7 @@ def smoke_run(tmp_path_factory, smoke_grid):
 
     with pytest.raises(KeyboardInterrupt):  # the reference only: the variant matrix is tested below
         run("smoke", out=out, variants=["reference"], log=lambda m: None, progress=interrupt_after_first_twin)
-    (path,) = list(out.iterdir())
+    (path,) = run_folders(out)
     after_interrupt = RunDir.open(path).records()
     run(resume=path, log=lambda m: None)
     return path, after_interrupt
@@ -78,7 +78,7 @@ def test_runtime_that_cannot_run_here_is_an_unsupported_record(tmp_path, smoke_g
     argv = "run --suite smoke --twin grid-gnn --variant reference --runtime torch-compile-cudagraphs --out".split()
     code = main([*argv, str(tmp_path)])
     assert code == 0
-    (path,) = list(tmp_path.iterdir())
+    (path,) = run_folders(tmp_path)
     records = RunDir.open(path).records()
     assert len(records) == 2
     for r in records:
