@@ -202,7 +202,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_dir = run(
                 args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
                 out=args.out, resume=args.resume, max_minutes=args.max_minutes, variants=args.variant,
-                log=lambda m: console.print(m, highlight=False, markup=False), progress=progress,
+                log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress,
             )  # fmt: skip
         except KeyboardInterrupt:
             console.print("interrupted: finished cells are in records.jsonl; continue with twinbench run --resume RUN")
