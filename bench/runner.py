@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import psutil
@@ -213,7 +214,7 @@ class _Prepared:
     artifact_sha256: str | None
 
 
-def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]):
+def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]) -> _Opened:
     """The session of a (variant, runtime) and its quality on the test split, evaluated on that
     very session: shared by the cell's batch sizes."""
     pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
@@ -225,10 +226,19 @@ def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Ca
     session = make_session(cell.runtime, copy.deepcopy(model), ctx)
     # The bytes this session loaded, hashed now: an export must copy exactly these.
     artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
-    return session, twin.evaluate(session.predict, "test"), artifact_sha
+    return _Opened(session, twin.evaluate(session.predict, "test"), artifact_sha)
 
 
-def _prepare(cell: Cell, twin, opened: tuple, suite: Suite, seed: int) -> _Prepared:
+class _Opened(NamedTuple):
+    """A (variant, runtime)'s session, its quality evaluated on that session, and the SHA-256 of the
+    artifact bytes it loaded (ONNX Runtime; None for torch runtimes)."""
+
+    session: Session
+    quality: object  # models.registry.Evaluation
+    artifact_sha256: str | None
+
+
+def _prepare(cell: Cell, twin, opened: _Opened, suite: Suite, seed: int) -> _Prepared:
     session, quality, artifact_sha = opened
     if cell.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -300,7 +310,7 @@ def measure_group(
             weight_hashes[key] = weights_sha256(variant_model(cell))
         return weight_hashes[key]
 
-    sessions: dict[tuple[str, str], tuple] = {}  # (variant id, runtime) -> (session, quality, artifact sha)
+    sessions: dict[tuple[str, str], _Opened | Exception] = {}  # (variant id, runtime) -> opened, or why not
 
     def session_of(cell: Cell):
         key = (cell.variant.id, cell.runtime)
@@ -511,7 +521,8 @@ def run(
 
 def _check_budget(suite: Suite, cells: list[Cell], done: list[str], max_minutes: float | None, log) -> list[Cell]:
     """The cells still to measure; refuses a plan estimated to take longer than --max-minutes."""
-    todo = [c for c in cells if c.key not in set(done)]
+    finished = set(done)
+    todo = [c for c in cells if c.key not in finished]
     groups = list(dict.fromkeys((c.grid, c.twin) for c in todo))
     eta = estimate_seconds(suite, len(todo), len(groups))
     log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(groups)} groups; "
