@@ -202,6 +202,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_dir = run(
                 args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
                 out=args.out, resume=args.resume, max_minutes=args.max_minutes, variants=args.variant,
+                executor=args.executor, ray_address=args.ray_address, shard_size=args.shard_size,
                 log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress,
             )  # fmt: skip
         except KeyboardInterrupt:
@@ -387,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these of the suite's variants (repeatable): a variant id or a pass name; the reference "
         "is always measured ('--variant reference': only it)",
     )  # fmt: skip
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: shards one after another here; ray: one Ray task per shard, each owning a "
+                     "GPU (CUDA suites) or a node (CPU suites)")  # fmt: skip
+    run.add_argument("--ray-address", metavar="ADDR", help="join a Ray cluster ('auto' or host:port); default: a "
+                     "local Ray instance")  # fmt: skip
+    run.add_argument("--shard-size", type=_number(int, 1, 10_000), metavar="K",
+                     help="variants per shard besides the reference (default: all of a twin locally, 4 on Ray)")  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     report = commands.add_parser("report", help="(re)write a run's summary.md and self-contained report.html")

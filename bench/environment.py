@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -83,6 +84,7 @@ def gpu_info(index: int = 0) -> dict:
 
 def capture(device: str, threads: int, meter_why: str) -> dict:
     return {
+        "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu_model": cpu_model(),

@@ -106,6 +106,24 @@ class ZeusMeter(Meter):
         return sum(cpu.values()) if cpu else None
 
 
+def visible_gpu_index(cuda_index: int = 0) -> int | None:
+    """The NVML index of this process's CUDA device `cuda_index` (None: unknown). CUDA_VISIBLE_DEVICES
+    renumbers CUDA devices (Ray sets it for each task it gives a GPU) and NVML does not; Zeus maps
+    the CUDA index to the right counter, and records name the physical GPU with this."""
+    visible = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+    if cuda_index >= len(visible):
+        return cuda_index if not visible else None
+    if visible[cuda_index].isdigit():
+        return int(visible[cuda_index])
+    try:  # a GPU named by UUID: NVML knows its index
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(visible[cuda_index])))
+    except Exception:  # no NVML, a UUID prefix or a MIG instance: say unknown rather than guess
+        return None
+
+
 @dataclass(frozen=True)
 class MeterChoice:
     meter: Meter
@@ -122,10 +140,19 @@ def choose_meter(device: str, gpu_index: int = 0, sync: Callable[[], None] = _no
     if device == "cuda":
         if ZeusMonitor is None:
             return MeterChoice(NoneMeter(sync), f"none: {zeus_error}")
+        from zeus.device import get_gpus
+        from zeus.device.gpu import ZeusGPUInitError
+
+        # Zeus's own GPU list first (CUDA_VISIBLE_DEVICES applied): ZeusMonitor raises, rather than
+        # answering "no counter", for an index beyond it, no NVML, or GPUs named by UUID or MIG.
+        try:
+            gpus = get_gpus()
+        except (ZeusGPUInitError, ValueError) as e:
+            return MeterChoice(NoneMeter(sync), f"none: Zeus cannot list the GPUs ({e})")
+        if gpu_index >= len(gpus) or not gpus.supports_get_total_energy_consumption(gpu_index):
+            return MeterChoice(NoneMeter(sync), "none: no NVML energy counter for this GPU (pre-Volta or no NVML)")
         monitor = ZeusMonitor(gpu_indices=[gpu_index], cpu_indices=[])
-        if len(monitor.gpus) > gpu_index and monitor.gpus.supports_get_total_energy_consumption(gpu_index):
-            return MeterChoice(ZeusMeter(monitor, "nvml", gpu_index, sync), f"nvml: GPU {gpu_index} energy counter")
-        return MeterChoice(NoneMeter(sync), "none: no NVML energy counter for this GPU (pre-Volta or no NVML)")
+        return MeterChoice(ZeusMeter(monitor, "nvml", gpu_index, sync), f"nvml: GPU {gpu_index} energy counter")
     if ZeusMonitor is None:
         reasons.append(zeus_error)
     elif not RAPL_DIR.is_dir() or not any(RAPL_DIR.glob("intel-rapl:*")):

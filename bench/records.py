@@ -11,7 +11,8 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
-# 2: artifact_path relative to the run folder; weights_sha256 and artifact_sha256. Version 1 still reads.
+# 2: artifact_path relative to the run folder; weights and artifact hashes; shard, host, device index and
+# the shard's own reference figures. Version 1 still reads.
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "unsupported", "error")
 
@@ -34,6 +35,9 @@ class Record:
     artifact_path: str | None = None  # relative to the run folder (schema 1: absolute)
     weights_sha256: str | None = None  # the torch weights of the variant (models.fingerprint.weights_sha256)
     artifact_sha256: str | None = None  # the exact artifact bytes run (ONNX graph + external data)
+    shard_id: str = ""  # the shard that measured it: its reference, device and windows
+    host: str = ""  # the machine that measured it
+    device_index: int | None = None  # which GPU of that machine (NVML index), None on CPU
     schema_version: int = SCHEMA_VERSION
     # quality, on this runtime and precision
     quality_metric: str | None = None
@@ -52,6 +56,10 @@ class Record:
     avg_power_w: float | None = None
     energy_floor_j: float | None = None
     energy_over_floor: float | None = None
+    # the fp32 reference on torch-eager at this batch size, measured in the same shard (same device,
+    # interleaved windows): what ratios to the reference divide by
+    reference_energy_j_per_inference: float | None = None
+    reference_latency_ms_p50: float | None = None
     # latency / throughput / size
     latency_ms_p50: float | None = None
     latency_ms_p50_ci95_low: float | None = None  # bootstrap CI of the p50 (per-call timings)

@@ -1,7 +1,7 @@
 """summary.md: a run's results as markdown tables, per twin and batch size, frontier marked.
 
-Ratios compare each cell with the fp32 reference on torch-eager at the same batch size: below 1
-means cheaper than the reference. Unsupported and failed cells are listed with their reasons.
+Ratios compare each cell with the fp32 reference on torch-eager at the same batch size, measured in
+the cell's own shard (same device, interleaved windows): below 1 means cheaper than the reference. Unsupported and failed cells are listed with their reasons.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
 
 def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def _ref(r: Record, run_ref: Record | None, field: str) -> float | None:
+    """The reference figure a cell's ratio divides by: the one measured in its own shard (same device,
+    same windows); for records without one (schema 1), the run's reference cell."""
+    own = getattr(r, f"reference_{field}")
+    return own if own is not None else (run_ref and getattr(run_ref, field))
 
 
 def render(records: list[Record], env: dict | None = None, title: str = "") -> str:
@@ -55,9 +62,9 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
                 energy = f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
             lines.append(
                 f"| {r.variant_name} | {r.runtime} | {front} | {_fmt(r.quality_loss_pct, '+.2f')} | {energy} "
-                f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, ref and ref.energy_j_per_inference)} "
+                f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, _ref(r, ref, 'energy_j_per_inference'))} "
                 f"| {_fmt(r.latency_ms_p50)} | {_fmt(r.latency_ms_p99)} "
-                f"| {_ratio(r.latency_ms_p50, ref and ref.latency_ms_p50)} | {_fmt(r.params, ',')} "
+                f"| {_ratio(r.latency_ms_p50, _ref(r, ref, 'latency_ms_p50'))} | {_fmt(r.params, ',')} "
                 f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {', '.join(r.flags)} |"
             )
         skipped = [r for r in rows if r.status != "ok"]

@@ -10,8 +10,8 @@ import pytest
 
 from bench.meters import EstimateMeter, NoneMeter, ZeusMeter, choose_meter
 from bench.records import Record
-from bench.runner import validity_flags
 from bench.stats import percentiles_ms, summarize
+from bench.validity import validity_flags
 
 
 @pytest.fixture

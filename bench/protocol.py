@@ -1,0 +1,350 @@
+"""The measurement protocol: measure the cells of one shard honestly, one record per cell.
+
+For a shard (one twin on one grid: its reference and some variants, on one device):
+1. accuracy pass on each cell's own runtime (test split), and the reference output on the fixed
+   measurement inputs;
+2. warm-up outside any window, iterations calibrated so a window lasts >= window_s;
+3. a latency pass of per-iteration synchronised timings (separate from the energy windows);
+4. `repetitions` rounds; each round measures idle power over one window, then every cell of the
+   shard once, in a shuffled order with small random pauses (interleaved, never back to back);
+5. median / bootstrap CI / CV per cell, validity flags, and a check that the outputs produced
+   inside the energy windows equal the accuracy pass's outputs on the same inputs.
+The shard's reference cells are always measured with it (as controls where another shard records
+them), so each record's ratio to the reference is taken on the same device in the same windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import psutil
+import torch
+
+from bench import environment
+from bench.errors import TwinbenchError, Unsupported
+from bench.meters import Meter
+from bench.plan import REFERENCE, Cell, RunPlan, Shard
+from bench.records import Record
+from bench.runtimes import RuntimeContext, Session, make_session
+from bench.stats import percentiles_ms, summarize
+from bench.validity import energy_floor, validity_flags
+from compress.base import PassContext
+from models.fingerprint import files_sha256, onnx_files, weights_sha256
+
+REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """Where and how a shard is measured: the plan, the run, the device and its meter."""
+
+    plan: RunPlan
+    run_id: str
+    workdir: Path  # the run folder's artifacts/
+    meter: Meter
+    env: dict  # the measuring machine's environment (GPU name for the energy floor)
+    host: str = ""
+    device_index: int | None = None
+    on_cell: Callable[[str], None] = field(default=lambda s: None)
+    log: Callable[[str], None] = field(default=lambda s: None)
+
+
+def _error_reason(e: Exception) -> str:
+    """An exception as a record's reason: without terminal colours, at most 2000 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(e).__name__}: {e}")
+    return text[:2000]
+
+
+def _checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
+
+
+def _flops_per_inference(model: torch.nn.Module, inputs: tuple[np.ndarray, ...]) -> float | None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            model.cpu()(*(torch.from_numpy(x) for x in inputs))
+        return counter.get_total_flops() / len(inputs[0])
+    except Exception:  # an op the counter cannot trace: report unknown rather than a guess
+        return None
+
+
+@dataclass
+class _Prepared:
+    cell: Cell
+    session: Session
+    quality: object  # models.registry.Evaluation
+    step: Callable[[], object]
+    reference_output: np.ndarray
+    iterations: int
+    latency: dict
+    peak_memory_mb: float
+    artifact_sha256: str | None
+
+
+def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]) -> _Opened:
+    """The session of a (variant, runtime) and its quality on the test split, evaluated on that
+    very session: shared by the cell's batch sizes."""
+    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
+    ctx = RuntimeContext(
+        device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
+        artifact_stem=f"{twin.name}-{cell.variant.id}",
+        rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
+    )  # fmt: skip
+    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
+    # The bytes this session loaded, hashed now: an export must copy exactly these.
+    artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
+    return _Opened(session, twin.evaluate(session.predict, "test"), artifact_sha)
+
+
+class _Opened(NamedTuple):
+    """A (variant, runtime)'s session, its quality evaluated on that session, and the SHA-256 of the
+    artifact bytes it loaded (ONNX Runtime; None for torch runtimes)."""
+
+    session: Session
+    quality: object  # models.registry.Evaluation
+    artifact_sha256: str | None
+
+
+def _prepare(cell: Cell, twin, opened: _Opened, plan: RunPlan) -> _Prepared:
+    session, quality, artifact_sha = opened
+    if cell.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    inputs = twin.example_inputs(cell.batch_size, plan.seed)
+    reference_output = session.predict(*inputs)
+    step = session.bind(*inputs)
+    window = plan.window_s
+    # Warm-up: compilation, autotuning and first-run allocation stay outside every window.
+    start, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - start < 0.25 * window:
+        step()
+        n += 1
+    session.sync()
+    per_iter = (time.perf_counter() - start) / n
+    iterations = max(1, int(np.ceil(window / max(per_iter, 1e-7))))
+    latency = latency_pass(step, session.sync, max(10, min(iterations, 5000)))
+    if cell.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:  # the process's resident set after the timing pass (framework included)
+        peak = psutil.Process().memory_info().rss / 2**20
+    return _Prepared(cell, session, quality, step, reference_output, iterations, latency, peak, artifact_sha)
+
+
+def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:
+    """Every iteration timed on its own and synchronised: latency percentiles in ms."""
+    timings = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        timings.append(time.perf_counter() - t0)
+    return percentiles_ms(timings)
+
+
+def _window(meter: Meter, key: str, step: Callable[[], object], iterations: int):
+    meter.begin(key)
+    out = None
+    for _ in range(iterations):
+        out = step()
+    reading = meter.end(key)
+    return reading, out
+
+
+def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext) -> list[Record]:
+    """Measure every cell of a shard; returns one record per cell of `shard.cells` (ok, unsupported
+    or error). Its controls are measured alongside and only lend their figures as the reference."""
+    from models.export import torch_predict_fn
+
+    plan, workdir, log = ctx.plan, ctx.workdir, ctx.log
+    reference = twin.evaluate(torch_predict_fn(copy.deepcopy(model).cpu()), "test")  # fp32 eager reference
+    variant_models: dict[tuple[str, str], torch.nn.Module] = {}
+
+    def variant_model(cell: Cell) -> torch.nn.Module:
+        """The variant's model for the cell's target, built once (passes are deterministic)."""
+        key = (cell.variant.id, cell.target)
+        if key not in variant_models:
+            pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
+            variant_models[key] = cell.variant.build(model, pass_ctx)
+        return variant_models[key]
+
+    sessions: dict[tuple[str, str], _Opened | Exception] = {}  # (variant id, runtime) -> opened, or why not
+
+    def session_of(cell: Cell) -> _Opened:
+        key = (cell.variant.id, cell.runtime)
+        if key not in sessions:
+            try:
+                sessions[key] = _open_session(cell, twin, variant_model(cell), plan, workdir, log)
+            except (KeyboardInterrupt, TwinbenchError):
+                raise
+            except Exception as e:  # remembered: the other batch sizes get the same record
+                sessions[key] = e
+        if isinstance(sessions[key], Exception):
+            raise sessions[key]
+        return sessions[key]
+
+    prepared: list[_Prepared] = []
+    records: list[Record] = []
+    for cell in shard.measured:
+        ctx.on_cell(f"prepare {cell.key}")
+        try:
+            prepared.append(_prepare(cell, twin, session_of(cell), plan))
+        except Unsupported as e:
+            records.append(Record(**_identity(cell, twin, shard, ctx), status="unsupported", status_reason=e.reason))
+        except (KeyboardInterrupt, TwinbenchError):
+            raise
+        except Exception as e:  # a cell that crashes is a record, not a lost run
+            records.append(Record(**_identity(cell, twin, shard, ctx), status="error", status_reason=_error_reason(e)))
+    windows = _interleaved_windows(prepared, ctx)
+    weights: dict[tuple[str, str], str] = {}  # SHA-256 of each variant's torch weights, hashed once
+    flops: dict[tuple[str, int], float | None] = {}
+    for p in prepared:
+        c, m = p.cell, variant_model(p.cell)
+        if (c.variant.id, c.target) not in weights:
+            weights[(c.variant.id, c.target)] = weights_sha256(m)
+        if (c.variant.id, c.batch_size) not in flops:
+            # Counted on the variant's torch model (for quantized ONNX: the fp32 graph it came from).
+            inputs = twin.example_inputs(c.batch_size, plan.seed)
+            flops[(c.variant.id, c.batch_size)] = _flops_per_inference(copy.deepcopy(m), inputs)
+        extra = dict(weights_sha256=weights[(c.variant.id, c.target)], flops_per_inference=flops[(c.variant.id, c.batch_size)],
+                     params=sum(t.numel() for t in m.parameters()), model_info=twin.model_info(m))  # fmt: skip
+        records.append(_record(p, windows, reference.value, twin, shard, ctx, extra))
+    return _against_own_reference(records, shard)
+
+
+def _identity(cell: Cell, twin, shard: Shard, ctx: ShardContext) -> dict:
+    v = cell.variant
+    return dict(run_id=ctx.run_id, suite=ctx.plan.suite, twin=twin.name, grid=twin.grid.grid, variant_id=v.id,
+                variant_name=v.name, lineage=v.lineage, runtime=cell.runtime, device=cell.device,
+                batch_size=cell.batch_size, shard_id=shard.id, host=ctx.host, device_index=ctx.device_index)  # fmt: skip
+
+
+@dataclass
+class _Windows:
+    """What the energy windows of a shard gave, per cell key."""
+
+    energy: dict[str, list]
+    seconds: dict[str, list]
+    outputs_match: dict[str, bool]
+    state_before: dict[str, dict]
+    state_after: dict[str, dict]
+    idle_power_w: float | None
+
+
+def _interleaved_windows(prepared: list[_Prepared], ctx: ShardContext) -> _Windows:
+    """`repetitions` rounds of one idle window and then every cell once, in a shuffled order."""
+    plan, meter = ctx.plan, ctx.meter
+    rng = random.Random(plan.seed)
+    keys = [p.cell.key for p in prepared]
+    w = _Windows({k: [] for k in keys}, {k: [] for k in keys}, dict.fromkeys(keys, True), {}, {}, None)
+    idle_w = []
+    # Device state (clocks, temperature, power limit, throttling) around each cell's windows.
+    state_of = environment.gpu_state if plan.device == "cuda" else dict
+    for rep in range(plan.repetitions):
+        ctx.on_cell(f"idle window {rep + 1}/{plan.repetitions}")
+        meter.begin("idle")
+        time.sleep(plan.window_s)
+        idle = meter.end("idle")
+        if idle.joules is not None and idle.source != "estimate":  # a sleeping process has no CPU-time estimate
+            idle_w.append(idle.joules / idle.seconds)
+        for p in rng.sample(prepared, len(prepared)):
+            time.sleep(rng.uniform(0.0, 0.05))
+            key = p.cell.key
+            ctx.on_cell(f"window {rep + 1}/{plan.repetitions} {key}")
+            if rep == 0:
+                w.state_before[key] = state_of()
+            reading, out = _window(meter, key, p.step, p.iterations)
+            if rep == plan.repetitions - 1:
+                w.state_after[key] = state_of()
+            w.outputs_match[key] &= _checksum_match(p.session.to_numpy(out), p.reference_output)
+            w.seconds[key].append(reading.seconds)
+            w.energy[key].append(reading.joules)
+    w.idle_power_w = float(np.median(idle_w)) if idle_w else None
+    return w
+
+
+def _record(
+    p: _Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ctx: ShardContext, extra: dict
+) -> Record:
+    """One cell's record from its windows: median, CI and CV per inference, flags, device state."""
+    c, key, plan = p.cell, p.cell.key, ctx.plan
+    n = p.iterations * c.batch_size
+    joules, seconds = w.energy[key], w.seconds[key]
+    measured = all(j is not None for j in joules)
+    source = ctx.meter.source if measured else "none"
+    stats = summarize([j / n for j in joules]) if measured else None
+    avg_power = float(np.median([j / s for j, s in zip(joules, seconds, strict=True)])) if measured else None
+    before, after = w.state_before[key], w.state_after[key]
+    throttled = bool(before.get("throttled") or after.get("throttled")) if before else None
+    flags = validity_flags(
+        window_s=plan.window_s, cv=stats.cv if stats else None, source=source, avg_power_w=avg_power,
+        idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"), throttled=throttled,
+        outputs_match=w.outputs_match[key],
+    )  # fmt: skip
+    dynamic = None
+    if stats and w.idle_power_w is not None:
+        dynamic = float(np.median([(j - w.idle_power_w * s) / n for j, s in zip(joules, seconds, strict=True)]))
+    floor = energy_floor(extra["flops_per_inference"], ctx.env) if c.device == "cuda" else None
+    q = p.quality
+    return Record(
+        **_identity(c, twin, shard, ctx),
+        **extra,
+        artifact_path=p.session.artifact_path and os.path.relpath(p.session.artifact_path, ctx.workdir.parent),
+        artifact_sha256=p.artifact_sha256,
+        quality_metric=q.primary,
+        quality_value=q.value,
+        quality_ref_value=ref_quality,
+        quality_loss_pct=100.0 * (q.value - ref_quality) / ref_quality,
+        quality_metrics=dict(q.metrics),
+        energy_j_per_inference=stats.median if stats else None,
+        energy_ci95_low=stats.ci95_low if stats else None,
+        energy_ci95_high=stats.ci95_high if stats else None,
+        energy_cv=stats.cv if stats else None,
+        energy_source=source,
+        energy_dynamic_j_per_inference=dynamic,
+        idle_power_w=w.idle_power_w,
+        avg_power_w=avg_power,
+        energy_floor_j=floor,
+        energy_over_floor=(stats.median / floor) if (stats and floor) else None,
+        latency_ms_p50=p.latency["p50"],
+        latency_ms_p50_ci95_low=p.latency["p50_ci95_low"],
+        latency_ms_p50_ci95_high=p.latency["p50_ci95_high"],
+        latency_ms_p90=p.latency["p90"],
+        latency_ms_p99=p.latency["p99"],
+        latency_ms_mean=p.latency["mean"],
+        throughput_per_s=n / float(np.median(seconds)),
+        peak_memory_mb=p.peak_memory_mb,
+        size_bytes=p.session.size_bytes,
+        window_s=float(np.median(seconds)),
+        iterations=p.iterations,
+        repetitions=plan.repetitions,
+        threads=p.session.threads,
+        flags=flags,
+        output_checksum_match=w.outputs_match[key],
+        throttled=throttled,
+        device_state_before=before,
+        device_state_after=after,
+        load_avg=tuple(os.getloadavg()),
+    )
+
+
+def _against_own_reference(records: list[Record], shard: Shard) -> list[Record]:
+    """The records of the shard's cells, each with the energy and latency of the reference measured
+    in this shard (torch-eager, same batch size); the controls themselves are not returned."""
+    refs = {r.batch_size: r for r in records if r.variant_id == REFERENCE.id and r.runtime == REFERENCE_RUNTIME}
+    controls = {c.key for c in shard.controls}
+    return [
+        replace(r, reference_energy_j_per_inference=ref.energy_j_per_inference,
+                reference_latency_ms_p50=ref.latency_ms_p50) if (ref := refs.get(r.batch_size)) else r
+        for r in records if r.cell_key not in controls
+    ]  # fmt: skip
