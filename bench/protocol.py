@@ -23,22 +23,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-import psutil
 import torch
 
 from bench import environment
+from bench.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
 from bench.errors import TwinbenchError, Unsupported
 from bench.meters import Meter
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
-from bench.runtimes import RuntimeContext, Session, make_session
-from bench.stats import percentiles_ms, summarize
+from bench.stats import summarize
 from bench.validity import energy_floor, validity_flags
 from compress.base import PassContext
-from models.fingerprint import files_sha256, onnx_files, weights_sha256
+from models.fingerprint import weights_sha256
 
 REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
 
@@ -64,103 +62,6 @@ def _error_reason(e: Exception) -> str:
     return text[:2000]
 
 
-def _checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
-
-
-def _flops_per_inference(model: torch.nn.Module, inputs: tuple[np.ndarray, ...]) -> float | None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.inference_mode():
-            model.cpu()(*(torch.from_numpy(x) for x in inputs))
-        return counter.get_total_flops() / len(inputs[0])
-    except Exception:  # an op the counter cannot trace: report unknown rather than a guess
-        return None
-
-
-@dataclass
-class _Prepared:
-    cell: Cell
-    session: Session
-    quality: object  # models.registry.Evaluation
-    step: Callable[[], object]
-    reference_output: np.ndarray
-    iterations: int
-    latency: dict
-    peak_memory_mb: float
-    artifact_sha256: str | None
-
-
-def _open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]) -> _Opened:
-    """The session of a (variant, runtime) and its quality on the test split, evaluated on that
-    very session: shared by the cell's batch sizes."""
-    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
-    ctx = RuntimeContext(
-        device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
-        artifact_stem=f"{twin.name}-{cell.variant.id}",
-        rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
-    )  # fmt: skip
-    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
-    # The bytes this session loaded, hashed now: an export must copy exactly these.
-    artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
-    return _Opened(session, twin.evaluate(session.predict, "test"), artifact_sha)
-
-
-class _Opened(NamedTuple):
-    """A (variant, runtime)'s session, its quality evaluated on that session, and the SHA-256 of the
-    artifact bytes it loaded (ONNX Runtime; None for torch runtimes)."""
-
-    session: Session
-    quality: object  # models.registry.Evaluation
-    artifact_sha256: str | None
-
-
-def _prepare(cell: Cell, twin, opened: _Opened, plan: RunPlan) -> _Prepared:
-    session, quality, artifact_sha = opened
-    if cell.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    inputs = twin.example_inputs(cell.batch_size, plan.seed)
-    reference_output = session.predict(*inputs)
-    step = session.bind(*inputs)
-    window = plan.window_s
-    # Warm-up: compilation, autotuning and first-run allocation stay outside every window.
-    start, n = time.perf_counter(), 0
-    while n < 3 or time.perf_counter() - start < 0.25 * window:
-        step()
-        n += 1
-    session.sync()
-    per_iter = (time.perf_counter() - start) / n
-    iterations = max(1, int(np.ceil(window / max(per_iter, 1e-7))))
-    latency = latency_pass(step, session.sync, max(10, min(iterations, 5000)))
-    if cell.device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:  # the process's resident set after the timing pass (framework included)
-        peak = psutil.Process().memory_info().rss / 2**20
-    return _Prepared(cell, session, quality, step, reference_output, iterations, latency, peak, artifact_sha)
-
-
-def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:
-    """Every iteration timed on its own and synchronised: latency percentiles in ms."""
-    timings = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        timings.append(time.perf_counter() - t0)
-    return percentiles_ms(timings)
-
-
-def _window(meter: Meter, key: str, step: Callable[[], object], iterations: int):
-    meter.begin(key)
-    out = None
-    for _ in range(iterations):
-        out = step()
-    reading = meter.end(key)
-    return reading, out
-
-
 def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext) -> list[Record]:
     """Measure every cell of a shard; returns one record per cell of `shard.cells` (ok, unsupported
     or error). Its controls are measured alongside and only lend their figures as the reference."""
@@ -178,13 +79,13 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
             variant_models[key] = cell.variant.build(model, pass_ctx)
         return variant_models[key]
 
-    sessions: dict[tuple[str, str], _Opened | Exception] = {}  # (variant id, runtime) -> opened, or why not
+    sessions: dict[tuple[str, str], Opened | Exception] = {}  # (variant id, runtime) -> opened, or why not
 
-    def session_of(cell: Cell) -> _Opened:
+    def session_of(cell: Cell) -> Opened:
         key = (cell.variant.id, cell.runtime)
         if key not in sessions:
             try:
-                sessions[key] = _open_session(cell, twin, variant_model(cell), plan, workdir, log)
+                sessions[key] = open_session(cell, twin, variant_model(cell), plan, workdir, log)
             except (KeyboardInterrupt, TwinbenchError):
                 raise
             except Exception as e:  # remembered: the other batch sizes get the same record
@@ -193,12 +94,12 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
             raise sessions[key]
         return sessions[key]
 
-    prepared: list[_Prepared] = []
+    prepared: list[Prepared] = []
     records: list[Record] = []
     for cell in shard.measured:
         ctx.on_cell(f"prepare {cell.key}")
         try:
-            prepared.append(_prepare(cell, twin, session_of(cell), plan))
+            prepared.append(prepare(cell, twin, session_of(cell), plan))
         except Unsupported as e:
             records.append(Record(**_identity(cell, twin, shard, ctx), status="unsupported", status_reason=e.reason))
         except (KeyboardInterrupt, TwinbenchError):
@@ -215,7 +116,7 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
         if (c.variant.id, c.batch_size) not in flops:
             # Counted on the variant's torch model (for quantized ONNX: the fp32 graph it came from).
             inputs = twin.example_inputs(c.batch_size, plan.seed)
-            flops[(c.variant.id, c.batch_size)] = _flops_per_inference(copy.deepcopy(m), inputs)
+            flops[(c.variant.id, c.batch_size)] = flops_per_inference(copy.deepcopy(m), inputs)
         extra = dict(weights_sha256=weights[(c.variant.id, c.target)], flops_per_inference=flops[(c.variant.id, c.batch_size)],
                      params=sum(t.numel() for t in m.parameters()), model_info=twin.model_info(m))  # fmt: skip
         records.append(_record(p, windows, reference.value, twin, shard, ctx, extra))
@@ -241,7 +142,7 @@ class _Windows:
     idle_power_w: float | None
 
 
-def _interleaved_windows(prepared: list[_Prepared], ctx: ShardContext) -> _Windows:
+def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Windows:
     """`repetitions` rounds of one idle window and then every cell once, in a shuffled order."""
     plan, meter = ctx.plan, ctx.meter
     rng = random.Random(plan.seed)
@@ -263,19 +164,17 @@ def _interleaved_windows(prepared: list[_Prepared], ctx: ShardContext) -> _Windo
             ctx.on_cell(f"window {rep + 1}/{plan.repetitions} {key}")
             if rep == 0:
                 w.state_before[key] = state_of()
-            reading, out = _window(meter, key, p.step, p.iterations)
+            reading, out = window(meter, key, p.step, p.iterations)
             if rep == plan.repetitions - 1:
                 w.state_after[key] = state_of()
-            w.outputs_match[key] &= _checksum_match(p.session.to_numpy(out), p.reference_output)
+            w.outputs_match[key] &= checksum_match(p.session.to_numpy(out), p.reference_output)
             w.seconds[key].append(reading.seconds)
             w.energy[key].append(reading.joules)
     w.idle_power_w = float(np.median(idle_w)) if idle_w else None
     return w
 
 
-def _record(
-    p: _Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ctx: ShardContext, extra: dict
-) -> Record:
+def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ctx: ShardContext, extra: dict) -> Record:
     """One cell's record from its windows: median, CI and CV per inference, flags, device state."""
     c, key, plan = p.cell, p.cell.key, ctx.plan
     n = p.iterations * c.batch_size

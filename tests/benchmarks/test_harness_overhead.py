@@ -10,8 +10,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from bench.cell import latency_pass, open_session, prepare
 from bench.plan import Cell, make_plan
-from bench.protocol import _open_session, _prepare, latency_pass
 from bench.suites import load_suite
 from compress.base import Variant
 from models.checkpoint import train_or_load
@@ -30,7 +30,7 @@ def test_harness_p50_matches_bare_session(benchmark, smoke_grid, tmp_path):
     model, _, _ = train_or_load(twin)
     plan = make_plan(suite, "cpu", twin.name, "onnxruntime", THREADS)
     cell = Cell(smoke_grid.grid, twin.name, Variant(), "onnxruntime", BATCH, "cpu")
-    harness = _prepare(cell, twin, _open_session(cell, twin, model, plan, tmp_path, log=print), plan)
+    harness = prepare(cell, twin, open_session(cell, twin, model, plan, tmp_path, log=print), plan)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1

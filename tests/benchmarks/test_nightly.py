@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
+from bench.cell import open_session
 from bench.meters import choose_meter
 from bench.plan import Cell, make_plan
-from bench.protocol import _open_session
 from bench.suites import load_suite
 from compress.base import Variant
 from models.checkpoint import train_or_load
@@ -59,7 +59,7 @@ def test_nightly_latency(benchmark, references, tmp_path, twin_name, variant, ru
 
     try:
         built = variant.build(model, PassContext(twin=twin, device=DEVICE, workdir=tmp_path, target=cell.target))
-        session, quality, _ = _open_session(cell, twin, built, plan, tmp_path, log=lambda m: None)
+        session, quality, _ = open_session(cell, twin, built, plan, tmp_path, log=lambda m: None)
     except Unsupported as e:  # shown in the -ra summary with its reason, never silently
         pytest.skip(f"unsupported here: {e.reason}")
     step = session.bind(*twin.example_inputs(batch))

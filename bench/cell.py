@@ -1,0 +1,119 @@
+"""One cell made ready to measure: its session on its runtime (and quality evaluated on that very
+session), warm-up outside any window, iterations calibrated to the window, and a latency pass."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import psutil
+import torch
+
+from bench.meters import Meter
+from bench.plan import Cell, RunPlan
+from bench.runtimes import RuntimeContext, Session, make_session
+from bench.stats import percentiles_ms
+from compress.base import PassContext
+from models.fingerprint import files_sha256, onnx_files
+
+
+def checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
+
+
+def flops_per_inference(model: torch.nn.Module, inputs: tuple[np.ndarray, ...]) -> float | None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            model.cpu()(*(torch.from_numpy(x) for x in inputs))
+        return counter.get_total_flops() / len(inputs[0])
+    except Exception:  # an op the counter cannot trace: report unknown rather than a guess
+        return None
+
+
+@dataclass
+class Prepared:
+    cell: Cell
+    session: Session
+    quality: object  # models.registry.Evaluation
+    step: Callable[[], object]
+    reference_output: np.ndarray
+    iterations: int
+    latency: dict
+    peak_memory_mb: float
+    artifact_sha256: str | None
+
+
+def open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]) -> Opened:
+    """The session of a (variant, runtime) and its quality on the test split, evaluated on that
+    very session: shared by the cell's batch sizes."""
+    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
+    ctx = RuntimeContext(
+        device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
+        artifact_stem=f"{twin.name}-{cell.variant.id}",
+        rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
+    )  # fmt: skip
+    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
+    # The bytes this session loaded, hashed now: an export must copy exactly these.
+    artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
+    return Opened(session, twin.evaluate(session.predict, "test"), artifact_sha)
+
+
+class Opened(NamedTuple):
+    """A (variant, runtime)'s session, its quality evaluated on that session, and the SHA-256 of the
+    artifact bytes it loaded (ONNX Runtime; None for torch runtimes)."""
+
+    session: Session
+    quality: object  # models.registry.Evaluation
+    artifact_sha256: str | None
+
+
+def prepare(cell: Cell, twin, opened: Opened, plan: RunPlan) -> Prepared:
+    session, quality, artifact_sha = opened
+    if cell.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    inputs = twin.example_inputs(cell.batch_size, plan.seed)
+    reference_output = session.predict(*inputs)
+    step = session.bind(*inputs)
+    window = plan.window_s
+    # Warm-up: compilation, autotuning and first-run allocation stay outside every window.
+    start, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - start < 0.25 * window:
+        step()
+        n += 1
+    session.sync()
+    per_iter = (time.perf_counter() - start) / n
+    iterations = max(1, int(np.ceil(window / max(per_iter, 1e-7))))
+    latency = latency_pass(step, session.sync, max(10, min(iterations, 5000)))
+    if cell.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:  # the process's resident set after the timing pass (framework included)
+        peak = psutil.Process().memory_info().rss / 2**20
+    return Prepared(cell, session, quality, step, reference_output, iterations, latency, peak, artifact_sha)
+
+
+def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:
+    """Every iteration timed on its own and synchronised: latency percentiles in ms."""
+    timings = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        timings.append(time.perf_counter() - t0)
+    return percentiles_ms(timings)
+
+
+def window(meter: Meter, key: str, step: Callable[[], object], iterations: int):
+    meter.begin(key)
+    out = None
+    for _ in range(iterations):
+        out = step()
+    reading = meter.end(key)
+    return reading, out
