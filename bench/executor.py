@@ -113,8 +113,11 @@ def make_executor(name: str, device: str, address: str | None, log: Callable[[st
         if address is not None:
             raise ConfigError("--ray-address needs --executor ray")
         return LocalExecutor(log)
-    from bench.ray_executor import RayExecutor  # Ray is imported only when asked for
-
+    try:
+        from bench.ray_executor import RayExecutor  # Ray is imported only when asked for
+    except ImportError as e:
+        raise ConfigError(f"--executor ray needs Ray, which is not importable here ({e}): "
+                          "pip install -e '.[ray]', or run with the local executor") from e  # fmt: skip
     return RayExecutor(device=device, address=address, log=log)
 
 

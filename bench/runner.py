@@ -8,14 +8,15 @@ from __future__ import annotations
 import math
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench import environment, report, summary
 from bench.errors import ConfigError, InputError, Verdict
-from bench.executor import LocalExecutor, ShardJob, ShardResult, make_executor
+from bench.executor import Executor, ShardJob, ShardResult, make_executor
 from bench.meters import choose_meter
-from bench.plan import RunPlan, estimate_wall_seconds, make_plan, make_shards
+from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards
 from bench.store import RunDir, history_path, new_run_id, try_append_history
 from bench.suites import load_suite
 
@@ -52,7 +53,11 @@ def run(
             repaired = run_dir.repair()
             if repaired:
                 log(f"warning: {repaired}")
-            _measure(run_dir, plan, saved["run_id"], max_minutes, executor, ray_address, shard_size, log, progress)
+            done = {r.cell_key for r in run_dir.records()}
+            with _executor(executor, plan.device, ray_address, log) as ex:
+                todo = [c for c in plan.cells() if c.key not in done]
+                shards = _shards(plan, todo, ex, shard_size, max_minutes, log)
+                _measure(run_dir, plan, saved["run_id"], ex, shards, log, progress)
         return run_dir
     if suite_name is None:
         raise ConfigError("give --suite (or --resume RUN)")
@@ -60,61 +65,66 @@ def run(
     if root.exists() and not root.is_dir():
         raise InputError(f"--out {root} is a file, not a folder for runs")
     plan = make_plan(load_suite(suite_name), device, twin, runtime, threads, variants)
-    make_shards(plan, plan.cells(), shard_size)  # a bad --shard-size fails before any folder is made
-    run_id = new_run_id(plan.suite)
-    run_dir = RunDir.create(root, run_id)
-    with run_dir.lock():
-        run_dir.write_json("plan.json", {"run_id": run_id, **plan.to_dict(), "cells": [c.key for c in plan.cells()]})
-        try:
-            _measure(run_dir, plan, run_id, max_minutes, executor, ray_address, shard_size, log, progress)
-        except Verdict:  # the plan does not fit --max-minutes: nothing was measured, leave nothing
-            for name in ("plan.json", ".lock"):
-                (run_dir.path / name).unlink(missing_ok=True)
-            run_dir.path.rmdir()
-            raise
+    with _executor(executor, plan.device, ray_address, log) as ex:
+        shards = _shards(plan, plan.cells(), ex, shard_size, max_minutes, log)  # refusals come before any folder
+        run_id = new_run_id(plan.suite)
+        run_dir = RunDir.create(root, run_id)
+        with run_dir.lock():
+            run_dir.write_json(
+                "plan.json", {"run_id": run_id, **plan.to_dict(), "cells": [c.key for c in plan.cells()]}
+            )
+            _measure(run_dir, plan, run_id, ex, shards, log, progress)
     return run_dir
 
 
+@contextmanager
+def _executor(name: str, device: str, address: str | None, log: Callable[[str], None]) -> Iterator[Executor]:
+    ex = make_executor(name, device, address, log)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def _shards(
+    plan: RunPlan, todo: list[Cell], ex: Executor, shard_size: int | None, max_minutes: float | None,
+    log: Callable[[str], None],
+) -> list[Shard]:  # fmt: skip
+    """The shards of what is left to measure; refuses a plan estimated to outlast --max-minutes."""
+    shards = make_shards(plan, todo, shard_size or _default_shard_size(ex))
+    wall = estimate_wall_seconds(plan, shards, ex.workers)
+    cells = plan.cells()
+    log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(shards)} shards on "
+        f"{ex.workers} {ex.name} worker{'s' if ex.workers > 1 else ''}; estimated {wall / 60:.1f} min")  # fmt: skip
+    if max_minutes is not None and wall > 60 * max_minutes:
+        raise Verdict(
+            f"the plan needs about {wall / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
+            "narrow it with --twin/--runtime, add workers, or run it in parts with --resume"
+        )
+    return shards
+
+
 def _measure(
-    run_dir: RunDir, plan: RunPlan, run_id: str, max_minutes: float | None, executor_name: str,
-    ray_address: str | None, shard_size: int | None, log: Callable[[str], None],
+    run_dir: RunDir, plan: RunPlan, run_id: str, ex: Executor, shards: list[Shard], log: Callable[[str], None],
     progress: Callable[[int, int, str], None],
 ) -> None:  # fmt: skip
-    """Measure the cells of the plan not yet in the run folder (the caller holds its lock)."""
+    """Measure the shards (the caller holds the run folder's lock), recording each as it arrives."""
     cells = plan.cells()
-    done = {r.cell_key for r in run_dir.records()}
-    todo = [c for c in cells if c.key not in done]
-    executor = make_executor(executor_name, plan.device, ray_address, log) if todo else LocalExecutor(log)
-    try:
-        shards = make_shards(plan, todo, shard_size or _default_shard_size(executor))
-        wall = estimate_wall_seconds(plan, shards, executor.workers)
-        log(f"{len(cells)} cells ({len(done)} done, {len(todo)} to measure) in {len(shards)} shards on "
-            f"{executor.workers} {executor.name} worker{'s' if executor.workers > 1 else ''}; "
-            f"estimated {wall / 60:.1f} min")  # fmt: skip
-        if max_minutes is not None and wall > 60 * max_minutes:
-            raise Verdict(
-                f"the plan needs about {wall / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
-                "narrow it with --twin/--runtime, add workers, or run it in parts with --resume"
-            )
-        _write_environment(run_dir, plan, resumed=bool(done), log=log)
-        history = history_path(run_dir.path.parent)
-        recorded = len(done)
+    already = len(cells) - sum(len(s.cells) for s in shards)
+    _write_environment(run_dir, plan, resumed=already > 0 or (run_dir.path / "environment.json").exists(), log=log)
+    history = history_path(run_dir.path.parent)
 
-        def on_result(result: ShardResult) -> None:
-            nonlocal recorded
-            run_dir.append(result.records)
-            try_append_history(result.records, history, log)
-            host = result.env.get("hostname")
-            if host and host != socket.gethostname():  # a worker machine: its environment beside the driver's
-                run_dir.write_json(f"environment.{re.sub(r'[^A-Za-z0-9.-]', '_', host)}.json", result.env)
-            recorded += len(result.records)
+    def on_result(result: ShardResult) -> None:
+        run_dir.append(result.records)
+        try_append_history(result.records, history, log)
+        host = result.env.get("hostname")
+        if host and host != socket.gethostname():  # a worker machine: its environment beside the driver's
+            run_dir.write_json(f"environment.{re.sub(r'[^A-Za-z0-9.-]', '_', host)}.json", result.env)
 
-        jobs = [ShardJob(plan, shard, run_id, str(run_dir.path.resolve())) for shard in shards]
-        executor.run(jobs, on_result, lambda finished, what: progress(len(done) + finished, len(cells), what))
-    finally:
-        executor.close()
-    if done:  # cells an earlier, crashed attempt wrote to records.jsonl but not to the history
-        try_append_history(run_dir.records(), history_path(run_dir.path.parent), log)
+    jobs = [ShardJob(plan, shard, run_id, str(run_dir.path.resolve())) for shard in shards]
+    ex.run(jobs, on_result, lambda finished, what: progress(already + finished, len(cells), what))
+    if already:  # cells an earlier, crashed attempt wrote to records.jsonl but not to the history
+        try_append_history(run_dir.records(), history, log)
     summary.write(run_dir)
     report.write(run_dir)
 
