@@ -29,7 +29,7 @@ class RunProgress:
                        TimeRemainingColumn())  # fmt: skip
             self.bar = Progress(*columns, console=self.console, transient=True).__enter__()
             self.task = self.bar.add_task("cells", total=None)
-        self.started, self.first_done, self.last_line = time.monotonic(), None, 0.0
+        self.started, self.first_done, self.last_line, self.last_done = time.monotonic(), None, 0.0, None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -43,9 +43,9 @@ class RunProgress:
         now = time.monotonic()
         if self.first_done is None:
             self.first_done = (done, now)  # cells already done when this process started (resume)
-        if now - self.last_line < 2.0 and not what.startswith("done"):
-            return  # a line every few seconds at most, and one per finished group
-        self.last_line = now
+        if now - self.last_line < 2.0 and done == self.last_done:
+            return  # a line every few seconds at most, and one whenever cells finish
+        self.last_line, self.last_done = now, done
         d0, t0 = self.first_done
         eta = "?"
         if done > d0:
