@@ -239,14 +239,29 @@ def _cmd_select(args: argparse.Namespace) -> int:
     constraints = select.Constraints(
         max_quality_loss_pct=args.max_quality_loss_pct, max_latency_ms_p99=args.max_latency_ms_p99,
         max_memory_mb=args.max_memory_mb, runtime=args.runtime, batch_size=args.batch_size, grid=args.grid,
-        objective=args.objective,
+        objective=args.objective, where=tuple(select.Where.parse(w) for w in args.where or ()),
     )  # fmt: skip
-    chosen = select.select(records, args.twin, constraints)
+    chosen = select.select(records, args.twin, constraints, _schedule(args))
     print(select.render(chosen))
     if args.export:
         for path in select.export(chosen, args.export, env, run_folder, force=args.force):
             print(f"exported: {path}")
     return 0
+
+
+def _schedule(args: argparse.Namespace):
+    """The deployment schedule of `select --rate ...`, or None without --rate."""
+    from bench.annual import Schedule, parse_rate
+
+    if args.rate is None:
+        given = [f for f in ("instances", "device_use", "carbon_intensity", "price") if getattr(args, f) is not None]
+        if given or args.objective == "annual":
+            raise ConfigError(f"--{(given or ['objective annual'])[0].replace('_', '-')} needs --rate (e.g. 1/min)")
+        return None
+    return Schedule(
+        rate_per_s=parse_rate(args.rate), instances=args.instances or 1, device_use=args.device_use or "shared",
+        carbon_g_per_kwh=args.carbon_intensity, price_per_kwh=args.price,
+    )  # fmt: skip
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -411,7 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--runtime")
     sel.add_argument("--batch-size", type=_number(int, 1, 1 << 20), help="default: the smallest measured")
     sel.add_argument("--grid", help="needed when the records hold several grids")
-    sel.add_argument("--objective", default="energy", help="energy (default) or latency")
+    sel.add_argument("--objective", default="energy", choices=["energy", "latency", "annual"],
+                     help="rank by J/inference (default), p50 latency, or kWh per year at --rate")  # fmt: skip
+    sel.add_argument("--rate", metavar="R", help="inferences per instance, e.g. 1/min, 96/day, 10/s: prints "
+                     "each frontier variant's energy (kWh), CO2e and cost per year")  # fmt: skip
+    sel.add_argument("--instances", type=_number(int, 1, 10**9), help="deployed copies (default 1)")
+    sel.add_argument("--device-use", choices=["dedicated", "shared"],
+                     help="dedicated: the device's measured idle power is paid all year; shared (default): "
+                     "only the dynamic energy of the inferences")  # fmt: skip
+    sel.add_argument("--carbon-intensity", type=_number(low=0, high=1e5), metavar="G", help="g CO2e per kWh")
+    sel.add_argument("--price", type=_number(low=0, high=1e6), metavar="P", help="price per kWh")
+    sel.add_argument("--where", action="append", metavar="COND",
+                     help='a bound on any quality metric, e.g. "vm_violation_recall>=0.95" (repeatable)')  # fmt: skip
     sel.add_argument("--export", type=Path, metavar="DIR", help="write the artifact and model_card.json here")
     sel.add_argument("--force", action="store_true", help="export into a folder that is not empty")
     sel.set_defaults(func=_cmd_select)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from bench.annual import NotProjectable, Projection, Schedule, project, render_table
 from bench.errors import ConfigError, InputError, UnknownNameError, Verdict
 from bench.frontier import OBJECTIVES, cost, groups, pareto
 from bench.records import Record
@@ -21,6 +26,39 @@ class Infeasible(Verdict):
 
 
 @dataclass(frozen=True)
+class Where:
+    """A constraint on any quality metric of the records: `vm_violation_recall>=0.95`."""
+
+    metric: str
+    op: str
+    value: float
+
+    OPS: ClassVar[dict] = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+
+    @classmethod
+    def parse(cls, text: str) -> Where:
+        m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*", text)
+        if not m:
+            raise ConfigError(f"--where {text!r}: write METRIC<=X, METRIC>=X, METRIC<X or METRIC>X")
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            raise ConfigError(f"--where {text!r}: {m.group(3)!r} is not a number") from None
+        if not math.isfinite(value):  # NaN would make every comparison false, or every one pass
+            raise ConfigError(f"--where {text!r}: the bound must be a finite number")
+        return cls(m.group(1), m.group(2), value)
+
+    def miss(self, r: Record) -> str | None:
+        value = r.quality_metrics.get(self.metric)
+        if value is None:
+            return f"{self.metric} not measured"
+        return None if self.OPS[self.op](value, self.value) else f"{self.metric} {value:.4g} fails {self}"
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_quality_loss_pct: float
     max_latency_ms_p99: float | None = None
@@ -29,10 +67,11 @@ class Constraints:
     batch_size: int | None = None
     grid: str | None = None
     objective: str = "energy"
+    where: tuple[Where, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise UnknownNameError("objective", self.objective, list(OBJECTIVES))
+        if self.objective not in (*OBJECTIVES, "annual"):
+            raise UnknownNameError("objective", self.objective, [*OBJECTIVES, "annual"])
         # NaN compares false with everything: unchecked, it would turn a constraint off.
         if not (math.isfinite(self.max_quality_loss_pct) and self.max_quality_loss_pct >= -100):
             raise ConfigError(f"max_quality_loss_pct must be a number >= -100, got {self.max_quality_loss_pct}")
@@ -55,6 +94,7 @@ class Constraints:
         if self.max_memory_mb is not None and (r.peak_memory_mb or 0) > self.max_memory_mb:
             out.append(f"memory {r.peak_memory_mb:.0f} MB exceeds {self.max_memory_mb:g} MB "
                        f"by {r.peak_memory_mb - self.max_memory_mb:.0f} MB")  # fmt: skip
+        out += [miss for w in self.where if (miss := w.miss(r))]
         return out
 
 
@@ -65,6 +105,8 @@ class Selection:
     feasible: list[Record]
     reasons: list[str]
     constraints: Constraints
+    schedule: Schedule | None = None
+    projections: dict[str, Projection] = field(default_factory=dict)  # cell key -> annual, frontier and chosen
 
 
 def _only(values: set, flag: str, what: str, given=None):
@@ -79,7 +121,11 @@ def _only(values: set, flag: str, what: str, given=None):
     return next(iter(values))
 
 
-def select(records: list[Record], twin: str, c: Constraints) -> Selection:
+def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule | None = None) -> Selection:
+    """The cheapest feasible cell of a twin; with a schedule, every frontier cell's annual projection
+    too (and `objective="annual"` ranks by it)."""
+    if c.objective == "annual" and schedule is None:
+        raise ConfigError("--objective annual needs a schedule: --rate (e.g. 1/min)")
     twins = {r.twin for r in records}
     if twin not in twins:
         raise UnknownNameError("twin in these records", twin, sorted(twins))
@@ -93,52 +139,87 @@ def select(records: list[Record], twin: str, c: Constraints) -> Selection:
     batch = c.batch_size if c.batch_size is not None else min(r.batch_size for r in mine)
     _only({r.batch_size for r in mine}, "--batch-size", "batch size", batch)
     mine = [r for r in mine if r.batch_size == batch]
-    by_group = groups(mine, c.objective)
+    known = sorted({name for r in mine for name in r.quality_metrics})
+    for w in c.where:
+        if w.metric not in known:
+            raise UnknownNameError("quality metric", w.metric, known)
+    basis = "energy" if c.objective == "annual" else c.objective  # annual energy is a function of the joules
+    by_group = groups(mine, basis)
     if not by_group:
-        raise Infeasible(f"no measured (status ok) cell of {twin} with a {c.objective} figure to choose from")
+        raise Infeasible(f"no measured (status ok) cell of {twin} with a {basis} figure to choose from")
     if len(by_group) > 1:
         sources = sorted({k[-1] for k in by_group})
         raise InputError(f"the records mix energy sources {sources}: measured and estimated joules are not comparable")
     (candidates,) = by_group.values()
-    frontier = pareto(candidates, c.objective)
-    feasible = [r for r in candidates if not c.misses(r)]
+    projections = _project_all(candidates, schedule) if schedule else {}
+    frontier = pareto(candidates, basis)
+
+    def misses(r: Record) -> list[str]:
+        refused = projections.get(r.cell_key)
+        return c.misses(r) + ([str(refused)] if isinstance(refused, NotProjectable) else [])
+
+    def cost_of(r: Record) -> float:
+        return projections[r.cell_key].kwh_per_year if c.objective == "annual" else cost(r, c.objective)
+
+    feasible = [r for r in candidates if not misses(r)]
     if not feasible:
-        closest = sorted(candidates, key=lambda r: (len(c.misses(r)), r.quality_loss_pct, cost(r, c.objective)))[:3]
-        detail = "\n".join(f"  {r.variant_name} on {r.runtime}: {'; '.join(c.misses(r))}" for r in closest)
+        closest = sorted(candidates, key=lambda r: (len(misses(r)), r.quality_loss_pct, cost(r, basis)))[:3]
+        detail = "\n".join(f"  {r.variant_name} on {r.runtime}: {'; '.join(misses(r))}" for r in closest)
         raise Infeasible(f"no variant of {twin} (batch {batch}) meets the constraints; the closest:\n{detail}")
-    ranked = sorted(feasible, key=lambda r: (cost(r, c.objective), r.quality_loss_pct, r.size_bytes or 0))
+    ranked = sorted(feasible, key=lambda r: (cost_of(r), r.quality_loss_pct, r.size_bytes or 0))
     chosen = ranked[0]
-    return Selection(chosen, frontier, feasible, _reasons(chosen, ranked, candidates, c, batch), c)
+    reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, lambda r: _ci(r, c.objective, projections))
+    shown = {r.cell_key: p for r in (*frontier, chosen) if isinstance(p := projections.get(r.cell_key), Projection)}
+    return Selection(chosen, frontier, feasible, reasons, c, schedule, shown)
 
 
-def _reasons(chosen: Record, ranked: list[Record], candidates: list[Record], c: Constraints, batch: int) -> list[str]:
-    unit = "J/inference" if c.objective == "energy" else "ms (p50)"
-    low, high = _ci(chosen, c.objective)
+def _project_all(candidates: list[Record], schedule: Schedule) -> dict[str, Projection | NotProjectable]:
+    """Each candidate's annual projection, or why it has none. A schedule no candidate can be
+    projected for the same reason (idle power not measured, for a dedicated device) is bad input."""
+    out: dict[str, Projection | NotProjectable] = {}
+    for r in candidates:
+        try:
+            out[r.cell_key] = project(r, schedule)
+        except NotProjectable as e:
+            out[r.cell_key] = e
+    refused = [e for e in out.values() if isinstance(e, NotProjectable)]
+    if len(refused) == len(out) and all("idle power was not measured" in str(e) for e in refused):
+        raise refused[0]  # the schedule asks what these records cannot tell: bad input, not "infeasible"
+    return out
+
+
+def _reasons(
+    chosen: Record, ranked: list[Record], candidates: list[Record], c: Constraints, batch: int,
+    cost_of: Callable[[Record], float], ci_of: Callable[[Record], tuple[float, float]],
+) -> list[str]:  # fmt: skip
+    unit = {"energy": "J/inference", "latency": "ms (p50)", "annual": "kWh/year"}[c.objective]
+    low, high = ci_of(chosen)
     out = [
         f"lowest {c.objective} of the {len(ranked)} cells (of {len(candidates)} measured at batch {batch}) "
-        f"that meet the constraints: {cost(chosen, c.objective):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
+        f"that meet the constraints: {cost_of(chosen):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
         f"quality: {chosen.quality_metric} {chosen.quality_value:.4g}, loss {chosen.quality_loss_pct:+.2f} % "
-        f"(limit {c.max_quality_loss_pct:g} %)",
+        f"(limit {c.max_quality_loss_pct:g} %)" + "".join(f"; {w}" for w in c.where),
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        r_low, _ = _ci(runner_up, c.objective)
+        r_low, _ = ci_of(runner_up)
         overlap = "within" if r_low <= high else "beyond"
         out.append(
-            f"runner-up: {runner_up.variant_name} on {runner_up.runtime} at {cost(runner_up, c.objective):.4g} "
+            f"runner-up: {runner_up.variant_name} on {runner_up.runtime} at {cost_of(runner_up):.4g} "
             f"{unit} ({overlap} the noise: CIs {'overlap' if overlap == 'within' else 'do not overlap'})"
         )
-    ref = next((r for r in candidates if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
+    ref = next((r for r in ranked if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
     if ref is not None and ref is not chosen:
-        out.append(
-            f"{cost(chosen, c.objective) / cost(ref, c.objective):.2f}x the fp32 torch-eager reference's {c.objective}"
-        )
+        out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
     if chosen.flags:
         out.append(f"validity flags on this cell: {', '.join(chosen.flags)}")
     return out
 
 
-def _ci(r: Record, objective: str) -> tuple[float, float]:
+def _ci(r: Record, objective: str, projections: dict | None = None) -> tuple[float, float]:
+    if objective == "annual":
+        p = (projections or {})[r.cell_key]
+        return (p.kwh_ci95_low, p.kwh_ci95_high) if p.kwh_ci95_low is not None else (p.kwh_per_year,) * 2
     if objective == "energy":
         return r.energy_ci95_low, r.energy_ci95_high
     low, high = r.latency_ms_p50_ci95_low, r.latency_ms_p50_ci95_high
@@ -147,13 +228,20 @@ def _ci(r: Record, objective: str) -> tuple[float, float]:
 
 def render(sel: Selection) -> str:
     c = sel.constraints
-    lines = [f"frontier ({c.objective} vs quality loss), cheapest first; * meets the constraints:"]
+    basis = "energy" if c.objective == "annual" else c.objective
+    lines = [f"frontier ({basis} vs quality loss), cheapest first; * meets the constraints:"]
     for r in sel.frontier:
         mark = "*" if r in sel.feasible else " "
         lines.append(
             f" {mark} {r.variant_name:60.60} {r.runtime:13} loss {r.quality_loss_pct:+7.2f} %  "
-            f"{cost(r, c.objective):.4g} {'J' if c.objective == 'energy' else 'ms'}  p99 {r.latency_ms_p99:.3g} ms"
+            f"{cost(r, basis):.4g} {'J' if basis == 'energy' else 'ms'}  p99 {r.latency_ms_p99:.3g} ms"
         )
+    if sel.schedule is not None:
+        s = sel.schedule
+        shown = {r.cell_key: r for r in (*sel.frontier, sel.chosen) if r.cell_key in sel.projections}
+        rows = [(f"{r.variant_name[:48]} on {r.runtime}", sel.projections[k]) for k, r in shown.items()]
+        lines += ["", f"per year at {s.rate_per_s * 60:.4g}/min x {s.instances} instance(s), {s.device_use} device:",
+                  render_table(rows)]  # fmt: skip
     lines += ["", f"chosen: {sel.chosen.variant_name} on {sel.chosen.runtime} (variant {sel.chosen.variant_id})"]
     lines += [f"  - {reason}" for reason in sel.reasons]
     return "\n".join(lines)
@@ -194,6 +282,8 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
             "window_s": r.window_s, "repetitions": r.repetitions, "run_id": r.run_id, "suite": r.suite,
         },
         "constraints": asdict(sel.constraints), "why": sel.reasons, "environment": env,
+        "annual": None if sel.schedule is None or r.cell_key not in sel.projections else
+                  {"schedule": asdict(sel.schedule), **asdict(sel.projections[r.cell_key])},
         "created_unix": int(time.time()),
     }  # fmt: skip
     card_path = out / "model_card.json"

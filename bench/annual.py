@@ -1,0 +1,265 @@
+"""Deployment view: a cell's measured joules become what a deployment pays per year at a schedule.
+
+A `Schedule` says how often each instance of the twin runs (`rate_per_s`, parsed from text such as
+"1/min" or "96/day" by `parse_rate`), how many instances run, and whether each instance's device is
+`dedicated` to it or `shared` with other work. `project(record, schedule)` gives a `Projection`:
+
+    inferences/year  N = rate_per_s x 31 536 000 s x instances   (a 365-day year; one inference = one
+                                                                  sample, as in records)
+    shared           E = dynamic J/inference x N                 (the device is on anyway for other
+                                                                  work: only the idle-subtracted
+                                                                  energy is this twin's)
+    dedicated        E = idle_power_w x 31 536 000 s x instances + dynamic J/inference x N
+                                                                 (one device per instance, on all
+                                                                  year for this twin alone)
+    kWh/year         = E [J] / 3.6e6
+    CO2e kg/year     = kWh/year x carbon_g_per_kwh / 1000
+    cost/year        = kWh/year x price_per_kwh                 (in the currency of the price)
+
+The 95 % CI is carried from the record's energy CI, which is a CI of the *total* J/inference: the
+dynamic figure is shifted by the same absolute half-widths (energy - ci95_low, ci95_high - energy).
+That is an approximation: dynamic = total - idle x window time, so its spread is close to, but not
+exactly, the total's; and idle power has no CI in the record, so its uncertainty is not in the CI
+at all (for `dedicated`, where idle dominates, the true interval is wider). A lower bound below 0 J
+is clipped to 0.
+
+An `estimate` source (CPU time x watts per core) never measured idle power: a sleeping process has
+no CPU-time estimate. Its energy_j_per_inference is already the work's own share, so `shared` uses
+it as the dynamic figure and the projection stays labelled `estimate`, "an estimate, not a
+measurement". `dedicated` needs the idle power and is refused where it was not measured (never
+guessed), as is a cell without an energy figure, a cell whose dynamic energy did not rise above idle
+noise, and a schedule faster than the cell's measured throughput (the device could not keep up).
+
+The record's energy per inference was measured at its `batch_size`; the projection assumes the
+deployment runs full batches of that size, so `basis` says how long one takes to fill at the rate.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import pint
+
+from bench.errors import ConfigError
+from bench.records import Record
+
+SECONDS_PER_YEAR = 365 * 86400  # a 365-day year, here and in parse_rate's "year"
+J_PER_KWH = 3.6e6
+DEVICE_USES = ("dedicated", "shared")
+
+
+class NotProjectable(ConfigError):
+    """A cell that cannot honestly be projected at this schedule (the message says why)."""
+
+
+@functools.cache
+def _units() -> pint.UnitRegistry:
+    # pint's year is the Julian 365.25 days; a 365-day year keeps "1000/year" at exactly 1000
+    # inferences in a projected year (month = year / 12 follows it).
+    units = pint.UnitRegistry(on_redefinition="ignore")
+    units.define("year = 365 * day = a = yr")
+    return units
+
+
+def parse_rate(text: str) -> float:
+    """Inferences per second from "N/unit" text: "1/min", "96/day", "10/s", "2.5 / hour", "3/week",
+    "1000/year", "1 per minute", "10 Hz". One "/" splits count from period, so "1/15min" and
+    "1 / 1.5 h" read as one per 15 minutes and one per 1.5 hours. Units are pint's (s, min, h, hour,
+    day, week, year, ...). Anything else, or a rate that is not finite and > 0, is a ConfigError."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"rate {text!r}: expected inferences per time, e.g. '1/min', '96/day', '10/s'")
+    units = _units()
+    try:
+        if text.count("/") == 1 and "(" not in text:
+            count, period = text.split("/")
+            quantity = units.parse_expression(count) / units.parse_expression(period)
+        else:
+            quantity = units.parse_expression(text)
+        per_s = float(units.Quantity(quantity).to("1/s").magnitude)
+    except Exception as e:  # pint raises many types on user text (undefined unit, syntax, 1/0, dimension)
+        raise ConfigError(
+            f"rate {text!r} is not inferences per time ({type(e).__name__}: {e}); write e.g. '1/min', '96/day', '10/s'"
+        ) from e
+    if not math.isfinite(per_s) or per_s <= 0:
+        raise ConfigError(f"rate {text!r} must be a finite number of inferences > 0 per time, got {per_s:g}/s")
+    return per_s
+
+
+def _check_number(name: str, value, *, positive: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a twin is deployed: each of `instances` runs `rate_per_s` inferences per second, on a
+    device `dedicated` to it or `shared` with other work. Carbon intensity and price are optional."""
+
+    rate_per_s: float  # per instance
+    instances: int = 1
+    device_use: str = "shared"
+    carbon_g_per_kwh: float | None = None
+    price_per_kwh: float | None = None  # any currency; cost comes out in the same one
+
+    def __post_init__(self) -> None:
+        _check_number("rate_per_s", self.rate_per_s, positive=True)
+        if not isinstance(self.instances, int) or isinstance(self.instances, bool) or self.instances < 1:
+            raise ConfigError(f"instances must be an integer >= 1, got {self.instances!r}")
+        if self.device_use not in DEVICE_USES:
+            raise ConfigError(f"device_use must be one of {', '.join(DEVICE_USES)}, got {self.device_use!r}")
+        if self.carbon_g_per_kwh is not None:
+            _check_number("carbon_g_per_kwh", self.carbon_g_per_kwh, positive=False)
+        if self.price_per_kwh is not None:
+            _check_number("price_per_kwh", self.price_per_kwh, positive=False)
+
+    @property
+    def inferences_per_year(self) -> float:
+        return self.rate_per_s * SECONDS_PER_YEAR * self.instances
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One cell at one schedule, per year. CI bounds are None where the record has no energy CI;
+    CO2e and cost are None where the schedule gives no carbon intensity or price."""
+
+    kwh_per_year: float
+    kwh_ci95_low: float | None
+    kwh_ci95_high: float | None
+    inferences_per_year: float
+    device_use: str
+    energy_source: str  # nvml | rapl | estimate: the record's source, never upgraded
+    basis: str  # one line: how it was computed
+    co2e_kg_per_year: float | None = None
+    co2e_kg_ci95_low: float | None = None
+    co2e_kg_ci95_high: float | None = None
+    cost_per_year: float | None = None
+    cost_ci95_low: float | None = None
+    cost_ci95_high: float | None = None
+    flags: tuple = ()  # the record's validity flags (high_cv, throttled, ...), carried as they are
+
+
+def _dynamic_j(record: Record) -> float:
+    """The J/inference this twin adds on top of the device's idle draw, or a refusal saying why not."""
+    if record.energy_source == "estimate":
+        return record.energy_j_per_inference  # CPU time x W/core: the work's own share already
+    if record.energy_dynamic_j_per_inference is None:
+        raise NotProjectable(
+            f"{record.cell_key}: idle power was not measured here, so its {record.energy_source} energy "
+            f"cannot be split into idle and dynamic; a yearly figure needs that split"
+        )
+    if record.energy_dynamic_j_per_inference <= 0:
+        raise NotProjectable(
+            f"{record.cell_key}: dynamic energy {record.energy_dynamic_j_per_inference:g} J/inference did not "
+            f"rise above the idle power's noise; a yearly figure from it would be noise"
+        )
+    return record.energy_dynamic_j_per_inference
+
+
+def _check_projectable(record: Record, schedule: Schedule) -> None:
+    if record.status != "ok" or record.energy_j_per_inference is None:
+        why = f"status {record.status}: {record.status_reason}" if record.status != "ok" else "no energy figure"
+        raise NotProjectable(f"{record.cell_key}: nothing to project ({why})")
+    if schedule.device_use == "dedicated" and record.idle_power_w is None:
+        raise NotProjectable(
+            f"{record.cell_key}: a dedicated device pays its idle power all year, and idle power was not "
+            f"measured here ({record.energy_source} source); use --device-use shared to project the "
+            f"inferences' own energy"
+        )
+    if record.throughput_per_s is None:
+        raise NotProjectable(f"{record.cell_key}: no measured throughput, so no check that the device keeps up")
+    if schedule.rate_per_s > record.throughput_per_s:
+        raise NotProjectable(
+            f"{record.cell_key}: the schedule asks {schedule.rate_per_s:g} inferences/s per instance, but "
+            f"this cell served {record.throughput_per_s:g}/s at batch size {record.batch_size}: the device "
+            f"could not keep up"
+        )
+
+
+def project(record: Record, schedule: Schedule) -> Projection:
+    """What `record`'s cell costs per year at `schedule` (formulas in the module docstring).
+    Raises NotProjectable (a ConfigError) where that cannot be said honestly."""
+    _check_projectable(record, schedule)
+    dynamic = _dynamic_j(record)
+    n = schedule.inferences_per_year
+    energy, low, high = record.energy_j_per_inference, record.energy_ci95_low, record.energy_ci95_high
+    has_ci = low is not None and high is not None
+    base_j = 0.0
+    if schedule.device_use == "dedicated":
+        base_j = record.idle_power_w * SECONDS_PER_YEAR * schedule.instances
+
+    def kwh(j_per_inference: float) -> float:
+        return (base_j + max(j_per_inference, 0.0) * n) / J_PER_KWH
+
+    kwh_mid = kwh(dynamic)
+    kwh_low = kwh(dynamic - (energy - low)) if has_ci else None
+    kwh_high = kwh(dynamic + (high - energy)) if has_ci else None
+
+    def scaled(factor: float | None) -> tuple[float | None, float | None, float | None]:
+        if factor is None:
+            return None, None, None
+        return tuple(None if x is None else x * factor for x in (kwh_mid, kwh_low, kwh_high))
+
+    co2e = scaled(None if schedule.carbon_g_per_kwh is None else schedule.carbon_g_per_kwh / 1000)
+    cost = scaled(schedule.price_per_kwh)
+    return Projection(
+        kwh_per_year=kwh_mid, kwh_ci95_low=kwh_low, kwh_ci95_high=kwh_high, inferences_per_year=n,
+        device_use=schedule.device_use, energy_source=record.energy_source, basis=_basis(record, schedule, dynamic),
+        co2e_kg_per_year=co2e[0], co2e_kg_ci95_low=co2e[1], co2e_kg_ci95_high=co2e[2],
+        cost_per_year=cost[0], cost_ci95_low=cost[1], cost_ci95_high=cost[2], flags=tuple(record.flags),
+    )  # fmt: skip
+
+
+def _basis(record: Record, schedule: Schedule, dynamic: float) -> str:
+    plural = "s" if schedule.instances > 1 else ""
+    per = "J/inference" if record.energy_source == "estimate" else "J/inference dynamic (idle subtracted)"
+    what = (
+        f"{dynamic:.4g} {per} x {schedule.inferences_per_year:,.0f} inferences/yr "
+        f"({schedule.rate_per_s:.4g}/s x {schedule.instances} instance{plural}, 365-day year)"
+    )
+    if schedule.device_use == "dedicated":
+        idle = f"{record.idle_power_w:.4g} W idle x {SECONDS_PER_YEAR:,} s x {schedule.instances} instance{plural}"
+        what = f"{idle} + {what}"
+    if record.energy_source == "estimate":
+        source = "estimate (CPU time x W per core): an estimate, not a measurement"
+    else:
+        source = f"{record.energy_source} measurement"
+    fill_s = record.batch_size / schedule.rate_per_s
+    fill = f" (a batch fills every {fill_s:,.0f} s at this rate)" if record.batch_size > 1 else ""
+    return f"{schedule.device_use}: {what}; {source}; measured at batch size {record.batch_size}{fill}"
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:#.4g}"  # 4 significant figures, trailing zeros kept
+
+
+def _with_ci(mid: float | None, low: float | None, high: float | None) -> str:
+    if mid is None:
+        return "-"
+    return _fmt(mid) if low is None or high is None else f"{_fmt(mid)} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def render_table(rows: list[tuple[str, Projection]]) -> str:
+    """A markdown table, one row per (label, projection): kWh, CO2e and cost per year with 95 % CIs."""
+    header = ("cell", "use", "kWh/yr [95% CI]", "CO2e kg/yr [95% CI]", "cost/yr [95% CI]", "source")
+    body = [
+        (
+            label,
+            p.device_use,
+            _with_ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
+            _with_ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
+            _with_ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
+            "estimate (not measured)" if p.energy_source == "estimate" else p.energy_source,
+        )
+        for label, p in rows
+    ]
+    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(header), line("-" * w for w in widths), *(line(r) for r in body)])
