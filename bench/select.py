@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from bench.annual import NotProjectable, Projection, Schedule, project, render_table
 from bench.errors import ConfigError, InputError, UnknownNameError, Verdict
-from bench.frontier import OBJECTIVES, cost, groups, pareto
+from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_groups, tied, ties_of
 from bench.records import Record
 from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
@@ -167,6 +167,9 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
         detail = "\n".join(f"  {r.variant_name} on {r.runtime}: {'; '.join(misses(r))}" for r in closest)
         raise Infeasible(f"no variant of {twin} (batch {batch}) meets the constraints; the closest:\n{detail}")
     ranked = sorted(feasible, key=lambda r: (cost_of(r), r.quality_loss_pct, r.size_bytes or 0))
+    if c.objective in OBJECTIVES:  # cells within the noise of the cheapest: the stated rule picks among them
+        chosen = ties_of(ranked[0], feasible, c.objective)[0]
+        ranked = [chosen, *(r for r in ranked if r is not chosen)]
     chosen = ranked[0]
     reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, lambda r: _ci(r, c.objective, projections))
     shown = {r.cell_key: p for r in (*frontier, chosen) if isinstance(p := projections.get(r.cell_key), Projection)}
@@ -202,12 +205,14 @@ def _reasons(
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        r_low, _ = ci_of(runner_up)
-        overlap = "within" if r_low <= high else "beyond"
+        r_low, r_high = ci_of(runner_up)
+        within = r_low <= high and low <= r_high
         out.append(
             f"runner-up: {runner_up.variant_name} on {runner_up.runtime} at {cost_of(runner_up):.4g} "
-            f"{unit} ({overlap} the noise: CIs {'overlap' if overlap == 'within' else 'do not overlap'})"
+            f"{unit} ({'within' if within else 'beyond'} the noise: CIs {'overlap' if within else 'do not overlap'})"
         )
+        if c.objective in OBJECTIVES and tied(chosen, runner_up, c.objective):
+            out.append(f"tied with the runner-up ({TIE_RULE}): chosen by the rule")
     ref = next((r for r in ranked if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
     if ref is not None and ref is not chosen:
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
@@ -230,12 +235,17 @@ def render(sel: Selection) -> str:
     c = sel.constraints
     basis = "energy" if c.objective == "annual" else c.objective
     lines = [f"frontier ({basis} vs quality loss), cheapest first; * meets the constraints:"]
+    ties = {r.cell_key: f"={n}{'*' if i == 0 else ''}" for n, tie in enumerate(tie_groups(sel.frontier, basis), 1)
+            for i, r in enumerate(tie)}  # fmt: skip
     for r in sel.frontier:
         mark = "*" if r in sel.feasible else " "
         lines.append(
             f" {mark} {r.variant_name:60.60} {r.runtime:13} loss {r.quality_loss_pct:+7.2f} %  "
             f"{cost(r, basis):.4g} {'J' if basis == 'energy' else 'ms'}  p99 {r.latency_ms_p99:.3g} ms"
+            + (f"  tie {ties[r.cell_key]}" if r.cell_key in ties else "")
         )
+    if ties:
+        lines.append(f"   ties (=N; * the rule's pick): {TIE_RULE}")
     if sel.schedule is not None:
         s = sel.schedule
         shown = {r.cell_key: r for r in (*sel.frontier, sel.chosen) if r.cell_key in sel.projections}

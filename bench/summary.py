@@ -1,4 +1,4 @@
-"""summary.md: a run's results as markdown tables, per twin and batch size, frontier marked.
+"""summary.md: a run's results as markdown tables, per twin and batch size, frontier and ties marked.
 
 Ratios compare each cell with the fp32 reference on torch-eager at the same batch size, measured in
 the cell's own shard (same device, interleaved windows): below 1 means cheaper than the reference. Unsupported and failed cells are listed with their reasons.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.frontier import frontier_keys
+from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, frontier_keys, groups, tie_groups
 from bench.records import Record
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -29,6 +29,20 @@ def _ref(r: Record, run_ref: Record | None, field: str) -> float | None:
     return own if own is not None else (run_ref and getattr(run_ref, field))
 
 
+def _tie_marks(rows: list[Record]) -> dict[str, list[str]]:
+    """cell_key -> its ties in one table: "=E1" for a member of energy tie 1, "=E1*" for the member the
+    tie-break rule picks; "=L2" the same on the latency frontier. Numbered within the table."""
+    marks: dict[str, list[str]] = defaultdict(list)
+    for objective in ("energy", "latency"):
+        letter, n = objective[0].upper(), 0
+        for _, group in sorted(groups(rows, objective).items()):
+            for tie in tie_groups(group, objective):
+                n += 1
+                for i, r in enumerate(tie):
+                    marks[r.cell_key].append(f"={letter}{n}{'*' if i == 0 else ''}")
+    return marks
+
+
 def render(records: list[Record], env: dict | None = None, title: str = "") -> str:
     on_energy, on_latency = frontier_keys(records, "energy"), frontier_keys(records, "latency")
     lines = [f"# {title or 'twinbench run'}", ""]
@@ -38,7 +52,9 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
     lines += [
         "Quality loss is relative to the fp32 torch-eager reference (positive = worse). Ratios are to the "
         "reference on torch-eager at the same batch size (< 1 = cheaper). E / L: on the quality-vs-energy / "
-        "quality-vs-latency Pareto frontier of its group (same twin, batch size, device and energy source).",
+        "quality-vs-latency Pareto frontier of its group (same twin, batch size, device and energy source). "
+        f"A cell leaves a frontier only when another beats it beyond the noise: by more than {QUALITY_TOL_PCT:g} "
+        "points of quality loss, or with a 95 % CI wholly below its own.",
         "",
     ]
     by_group: dict[tuple, list[Record]] = defaultdict(list)
@@ -55,8 +71,10 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
             "| p50 ms | p99 ms | latency ratio | params | size KB | flags |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        ties = _tie_marks(ok)
         for r in sorted(ok, key=lambda r: (r.variant_id != "reference", r.variant_name, r.runtime)):
             front = ("E" if r.cell_key in on_energy else "") + ("L" if r.cell_key in on_latency else "")
+            front = " ".join([front, *ties.get(r.cell_key, [])]).strip()
             energy = "-"
             if r.energy_j_per_inference is not None:
                 energy = f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
@@ -67,6 +85,12 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
                 f"| {_ratio(r.latency_ms_p50, _ref(r, ref, 'latency_ms_p50'))} | {_fmt(r.params, ',')} "
                 f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {', '.join(r.flags)} |"
             )
+        if ties:
+            lines += [
+                "",
+                "Ties: =En / =Ln mark the cells of tie n on the energy / latency frontier, * the one the rule "
+                f"picks ({TIE_RULE}).",
+            ]
         skipped = [r for r in rows if r.status != "ok"]
         if skipped:
             lines += ["", "Not measured:", ""]

@@ -1,14 +1,16 @@
 """select, compare, baseline and history on hand-made records: the decisions, and their bad inputs."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from bench.annual import Schedule
 from bench.cli import main
 from bench.compare import compare
 from bench.errors import ConfigError, InputError, UnknownNameError
 from bench.records import Record
-from bench.select import Constraints, Infeasible, select
+from bench.select import Constraints, Infeasible, Where, render, select
 from bench.store import append_history, history, load_records, promote_baseline
 
 
@@ -166,3 +168,75 @@ def test_baseline_promotion_and_history(tmp_path, capsys):
     assert main(["history", "--twin", "grid-gnn", "--variant", "int8", "--runs", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("| int8 |") == 2
     assert main(["history", "--twin", "grid-gnn", "--runs", str(tmp_path / "none")]) == 2
+
+
+def _measured(variant, total, dynamic, *, loss=0.0, recall=1.0, lineage=()):
+    """An nvml cell with measured idle power (50 W) and dynamic energy, for the annual projection."""
+    return replace(
+        rec(variant, energy=total, loss=loss), energy_dynamic_j_per_inference=dynamic, idle_power_w=50.0,
+        throughput_per_s=1000.0, quality_metrics={"vm_rmse": 1.0 + loss / 100, "vm_violation_recall": recall},
+        lineage=lineage,
+    )  # fmt: skip
+
+
+def test_annual_objective_can_choose_differently_from_joules_per_inference():
+    """A: fewer joules per inference, but more of them dynamic; on a shared device only the dynamic
+    share is paid, so by annual energy B wins. 1/min on 1 instance = 525,600 inferences a year."""
+    a, b = _measured("A", total=0.5, dynamic=0.3), _measured("B", total=0.6, dynamic=0.2)
+    shared = Schedule(rate_per_s=1 / 60, device_use="shared")
+    by_joules = select([a, b], "grid-gnn", Constraints(max_quality_loss_pct=1), shared)
+    by_year = select([a, b], "grid-gnn", Constraints(max_quality_loss_pct=1, objective="annual"), shared)
+    assert by_joules.chosen.variant_id == "A" and by_year.chosen.variant_id == "B"
+    assert by_year.projections["g/grid-gnn/B/torch-eager/cuda/bs1"].kwh_per_year == pytest.approx(0.2 * 525_600 / 3.6e6)
+    dedicated = Schedule(rate_per_s=1 / 60, device_use="dedicated")  # + 50 W all year = 438 kWh each
+    kwh = select([a, b], "grid-gnn", Constraints(max_quality_loss_pct=1, objective="annual"), dedicated).projections
+    assert kwh["g/grid-gnn/B/torch-eager/cuda/bs1"].kwh_per_year == pytest.approx(438 + 0.2 * 525_600 / 3.6e6)
+    with pytest.raises(ConfigError, match="needs a schedule"):
+        select([a, b], "grid-gnn", Constraints(max_quality_loss_pct=1, objective="annual"))
+
+
+def test_where_constrains_any_quality_metric():
+    a = _measured("A", total=0.5, dynamic=0.3, recall=0.8)
+    b = _measured("B", total=0.6, dynamic=0.2, recall=0.97)
+    where = (Where.parse("vm_violation_recall>=0.95"),)
+    assert select([a, b], "grid-gnn", Constraints(max_quality_loss_pct=1, where=where)).chosen.variant_id == "B"
+    with pytest.raises(Infeasible, match="vm_violation_recall 0.8 fails vm_violation_recall>=0.95"):
+        select([a], "grid-gnn", Constraints(max_quality_loss_pct=1, where=where))
+    with pytest.raises(UnknownNameError, match="valid quality metrics: vm_rmse, vm_violation_recall"):
+        select([a], "grid-gnn", Constraints(max_quality_loss_pct=1, where=(Where.parse("recall>=1"),)))
+
+
+def test_select_cli_prints_the_annual_table_and_refuses_what_it_cannot_know(tmp_path, capsys):
+    run = _write_run(tmp_path, "run", [_measured("A", 0.5, 0.3), _measured("B", 0.6, 0.2, loss=0.5)])
+    argv = ["select", "--run", str(run), "--twin", "grid-gnn", "--max-quality-loss-pct", "1", "--rate", "1/min",
+            "--device-use", "shared", "--carbon-intensity", "350", "--where", "vm_violation_recall>=0.9"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "per year at 1/min x 1 instance(s), shared device" in out and "CO2e kg/yr" in out and "chosen: A" in out
+    estimate = _write_run(tmp_path, "estimate", [replace(_measured("A", 0.5, None), energy_source="estimate",
+                                                         idle_power_w=None)])  # fmt: skip
+    dedicated = ["select", "--run", str(estimate), *argv[3:7], "--rate", "1/min", "--device-use", "dedicated"]
+    assert main(dedicated) == 2
+    assert "idle power was not measured" in capsys.readouterr().err
+    for bad, message in ((["--rate", "fast"], "rate 'fast'"), (["--price", "1"], "--price needs --rate"),
+                         (["--rate", "1/min", "--carbon-intensity", "nan"], "not a finite number"),
+                         (["--where", "vm_rmse<=nan"], "finite number")):  # fmt: skip
+        assert main([*argv[:7], *bad]) == 2, bad
+        assert message in capsys.readouterr().err
+
+
+def test_select_treats_rounding_and_overlapping_cis_as_a_tie_and_says_so():
+    """ORT's outputs differ from torch's by float rounding; their energies overlap: a tie, broken by
+    the stated rule (fewer passes first), not by whichever median happens to be lower."""
+    plain = replace(rec("reference", "onnxruntime", energy=0.50, loss=0.0, ci=0.05), lineage=())
+    pruned = replace(rec("pruned", "onnxruntime", energy=0.49, loss=2.5e-5, ci=0.05),
+                     lineage=({"pass": "prune-unstructured", "params": {}},))  # fmt: skip
+    sel = select([pruned, plain], "grid-gnn", Constraints(max_quality_loss_pct=1))
+    assert sel.chosen.variant_id == "reference"  # fewer passes wins the tie despite the higher median
+    text = render(sel)
+    assert "tie =1*" in text and "tie =1" in text and "fewer passes" in text
+    assert any("tied with the runner-up" in reason for reason in sel.reasons)
+    clearly_cheaper = replace(pruned, energy_j_per_inference=0.3, energy_ci95_low=0.29, energy_ci95_high=0.31)
+    assert (
+        select([clearly_cheaper, plain], "grid-gnn", Constraints(max_quality_loss_pct=1)).chosen.variant_id == "pruned"
+    )
