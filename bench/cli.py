@@ -221,8 +221,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(args.run)
     if not run_dir.records():
         raise InputError(f"{args.run} holds no records yet")
-    print(summary.write(run_dir))
-    print(f"report: {report.write(run_dir)}")
+    print(summary.write(run_dir, args.metric))
+    print(f"report: {report.write(run_dir, args.metric)}")
     return 0
 
 
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="(re)write a run's summary.md and self-contained report.html")
     report.add_argument("run", type=Path, metavar="RUN")
+    report.add_argument("--metric", metavar="NAME", help="draw the frontier against this quality metric "
+                        "(writes summary-NAME.md and report-NAME.html beside the default ones)")  # fmt: skip
     report.set_defaults(func=_cmd_report)
 
     sel = commands.add_parser("select", help="choose the variant to deploy under constraints (and export it)")

@@ -13,8 +13,10 @@ on one axis and b is better beyond the noise on neither. Two points better on ne
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from bench.errors import UnknownNameError
 from bench.records import Record
@@ -200,3 +202,37 @@ def ties_of(record: Record, records: Iterable[Record], objective: str = "energy"
 def frontier_keys(records: Iterable[Record], objective: str = "energy") -> set[str]:
     """cell_key of every record on its group's frontier."""
     return {r.cell_key for group in groups(records, objective).values() for r in pareto(group, objective)}
+
+
+# Metrics where more is better (event detection, interval coverage); every other metric is an error.
+HIGHER_IS_BETTER_SUFFIXES = ("_recall", "_precision", "_coverage")
+
+
+def against_metric(records: list[Record], metric: str) -> list[Record]:
+    """The records with quality loss measured on `metric` instead of the primary metric: percent worse
+    than the fp32 torch-eager reference of the same grid, twin and batch size (for metrics where more
+    is better, a drop counts as a loss). Records without the metric or without a reference to
+    compare with are left out; an unknown name is an error listing the metrics the records have."""
+    known = sorted({name for r in records for name in r.quality_metrics})
+    if metric not in known:
+        raise UnknownNameError("quality metric", metric, known)
+    refs = {(r.grid, r.twin, r.batch_size): r.quality_metrics.get(metric) for r in records
+            if r.variant_id == "reference" and r.runtime == "torch-eager" and r.status == "ok"}  # fmt: skip
+    sign = -1.0 if metric.endswith(HIGHER_IS_BETTER_SUFFIXES) else 1.0
+    out = []
+    for r in records:
+        if r.status != "ok":  # still listed as not measured, with its reason
+            out.append(r)
+            continue
+        value, ref = r.quality_metrics.get(metric), refs.get((r.grid, r.twin, r.batch_size))
+        if value is None or ref is None:
+            continue
+        # a reference of exactly 0 (a recall of 0): the change in points instead of percent
+        loss = 0.0 if value == ref else sign * 100.0 * (value - ref) / (abs(ref) or 1.0)
+        out.append(replace(r, quality_metric=metric, quality_value=value, quality_ref_value=ref, quality_loss_pct=loss))
+    return out
+
+
+def metric_slug(metric: str) -> str:
+    """A metric name as part of a file name (names come from records, which may be hostile)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", metric)[:80]

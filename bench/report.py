@@ -21,7 +21,7 @@ from typing import NamedTuple
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
-from bench.frontier import frontier_keys, groups, pareto
+from bench.frontier import against_metric, frontier_keys, groups, metric_slug, pareto
 from bench.records import Record
 
 RUNTIME_COLOURS = {
@@ -305,9 +305,13 @@ def render(records: list[Record], env: dict, title: str) -> str:
     )
 
 
-def write(run_dir) -> Path:
-    """Write <run>/report.html from its records and environment; returns its path."""
-    path = run_dir.path / "report.html"
-    text = render(run_dir.records(), run_dir.read_json("environment.json"), f"twinbench run {run_dir.path.name}")
-    path.write_text(text)
+def write(run_dir, metric: str | None = None) -> Path:
+    """Write <run>/report.html from its records and environment (with `metric`: report-<metric>.html,
+    the frontier drawn against that quality metric); returns its path."""
+    records, name, title = run_dir.records(), "report.html", f"twinbench run {run_dir.path.name}"
+    if metric is not None:
+        records, name = against_metric(records, metric), f"report-{metric_slug(metric)}.html"
+        title += f", quality as {metric}"
+    path = run_dir.path / name
+    path.write_text(render(records, run_dir.read_json("environment.json"), title))
     return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, frontier_keys, groups, tie_groups
+from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, groups, metric_slug, tie_groups
 from bench.records import Record
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -101,8 +101,12 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
     return "\n".join(lines)
 
 
-def write(run_dir) -> str:
-    """Write <run>/summary.md from its records; returns the text."""
-    text = render(run_dir.records(), run_dir.read_json("environment.json"), title=f"run {run_dir.path.name}")
-    (run_dir.path / "summary.md").write_text(text)
+def write(run_dir, metric: str | None = None) -> str:
+    """Write <run>/summary.md from its records (with `metric`: summary-<metric>.md, the frontier drawn
+    against that quality metric); returns the text."""
+    records, name = run_dir.records(), "summary.md"
+    if metric is not None:
+        records, name = against_metric(records, metric), f"summary-{metric_slug(metric)}.md"
+    text = render(records, run_dir.read_json("environment.json"), title=f"run {run_dir.path.name}")
+    (run_dir.path / name).write_text(text)
     return text

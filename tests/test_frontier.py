@@ -199,3 +199,21 @@ def test_summary_shows_tied_cells_together_and_states_the_rule():
     # equal latencies without CIs tie too: the same pair is tie 1 of the latency frontier
     assert rows["ort"] == "EL =E1* =L1*" and rows["folded"] == "EL =E1 =L1" and rows["int8"] == "EL"
     assert f"({TIE_RULE})" in text
+
+
+def test_the_frontier_can_be_drawn_against_any_quality_metric():
+    from dataclasses import replace
+
+    from bench.errors import UnknownNameError
+    from bench.frontier import against_metric
+
+    ref = replace(rec("reference", 1.0, 0.0), quality_metrics={"vm_mae": 0.010, "vm_violation_recall": 0.80})
+    small = replace(rec("small", 0.5, 3.0), quality_metrics={"vm_mae": 0.012, "vm_violation_recall": 0.60})
+    gpu_only = rec("fp8", None, None, status="unsupported")
+    by_mae = {r.variant_id: r for r in against_metric([ref, small, gpu_only], "vm_mae")}
+    assert by_mae["small"].quality_loss_pct == pytest.approx(20.0) and by_mae["reference"].quality_loss_pct == 0.0
+    by_recall = {r.variant_id: r for r in against_metric([ref, small, gpu_only], "vm_violation_recall")}
+    assert by_recall["small"].quality_loss_pct == pytest.approx(25.0)  # more is better: a drop is a loss
+    assert by_recall["small"].quality_metric == "vm_violation_recall" and by_recall["fp8"].status == "unsupported"
+    with pytest.raises(UnknownNameError, match="valid quality metrics: vm_mae, vm_violation_recall"):
+        against_metric([ref, small], "recall")
