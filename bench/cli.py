@@ -222,7 +222,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not run_dir.records():
         raise InputError(f"{args.run} holds no records yet")
     print(summary.write(run_dir, args.metric))
-    print(f"report: {report.write(run_dir, args.metric)}")
+    print(f"report: {report.write(run_dir, args.metric, _schedule(args))}")
     return 0
 
 
@@ -255,7 +255,7 @@ def _schedule(args: argparse.Namespace):
 
     if args.rate is None:
         given = [f for f in ("instances", "device_use", "carbon_intensity", "price") if getattr(args, f) is not None]
-        if given or args.objective == "annual":
+        if given or getattr(args, "objective", None) == "annual":
             raise ConfigError(f"--{(given or ['objective annual'])[0].replace('_', '-')} needs --rate (e.g. 1/min)")
         return None
     return Schedule(
@@ -349,6 +349,17 @@ def _cmd_env(args: argparse.Namespace) -> int:
 PCT = _number(low=0, high=1e6)
 
 
+def _schedule_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", metavar="R", help="inferences per instance, e.g. 1/min, 96/day, 10/s: prints "
+                     "each frontier variant's energy (kWh), CO2e and cost per year")  # fmt: skip
+    parser.add_argument("--instances", type=_number(int, 1, 10**9), help="deployed copies (default 1)")
+    parser.add_argument("--device-use", choices=["dedicated", "shared"],
+                     help="dedicated: the device's measured idle power is paid all year; shared (default): "
+                     "only the dynamic energy of the inferences")  # fmt: skip
+    parser.add_argument("--carbon-intensity", type=_number(low=0, high=1e5), metavar="G", help="g CO2e per kWh")
+    parser.add_argument("--price", type=_number(low=0, high=1e6), metavar="P", help="price per kWh")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinbench",
@@ -414,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="(re)write a run's summary.md and self-contained report.html")
     report.add_argument("run", type=Path, metavar="RUN")
+    _schedule_options(report)
     report.add_argument("--metric", metavar="NAME", help="draw the frontier against this quality metric "
                         "(writes summary-NAME.md and report-NAME.html beside the default ones)")  # fmt: skip
     report.set_defaults(func=_cmd_report)
@@ -430,14 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--grid", help="needed when the records hold several grids")
     sel.add_argument("--objective", default="energy", choices=["energy", "latency", "annual"],
                      help="rank by J/inference (default), p50 latency, or kWh per year at --rate")  # fmt: skip
-    sel.add_argument("--rate", metavar="R", help="inferences per instance, e.g. 1/min, 96/day, 10/s: prints "
-                     "each frontier variant's energy (kWh), CO2e and cost per year")  # fmt: skip
-    sel.add_argument("--instances", type=_number(int, 1, 10**9), help="deployed copies (default 1)")
-    sel.add_argument("--device-use", choices=["dedicated", "shared"],
-                     help="dedicated: the device's measured idle power is paid all year; shared (default): "
-                     "only the dynamic energy of the inferences")  # fmt: skip
-    sel.add_argument("--carbon-intensity", type=_number(low=0, high=1e5), metavar="G", help="g CO2e per kWh")
-    sel.add_argument("--price", type=_number(low=0, high=1e6), metavar="P", help="price per kWh")
+    _schedule_options(sel)
     sel.add_argument("--where", action="append", metavar="COND",
                      help='a bound on any quality metric, e.g. "vm_violation_recall>=0.95" (repeatable)')  # fmt: skip
     sel.add_argument("--export", type=Path, metavar="DIR", help="write the artifact and model_card.json here")

@@ -236,3 +236,17 @@ def against_metric(records: list[Record], metric: str) -> list[Record]:
 def metric_slug(metric: str) -> str:
     """A metric name as part of a file name (names come from records, which may be hostile)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", metric)[:80]
+
+
+def tie_marks(rows: list[Record]) -> dict[str, list[str]]:
+    """cell_key -> its ties in one table: "=E1" for a member of energy tie 1, "=E1*" for the member the
+    tie-break rule picks; "=L2" the same on the latency frontier. Numbered within the table."""
+    marks: dict[str, list[str]] = defaultdict(list)
+    for objective in ("energy", "latency"):
+        letter, n = objective[0].upper(), 0
+        for _, group in sorted(groups(rows, objective).items()):
+            for tie in tie_groups(group, objective):
+                n += 1
+                for i, r in enumerate(tie):
+                    marks[r.cell_key].append(f"={letter}{n}{'*' if i == 0 else ''}")
+    return marks

@@ -21,7 +21,8 @@ from typing import NamedTuple
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
-from bench.frontier import against_metric, frontier_keys, groups, metric_slug, pareto
+from bench.annual import NotProjectable, Schedule, project
+from bench.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.records import Record
 
 RUNTIME_COLOURS = {
@@ -75,6 +76,12 @@ relative to the fp32 torch-eager reference of this run (positive = worse). Fille
 <td{% if c.v is not none %} data-v="{{ c.v }}"{% endif %}{% if c.title %} title="{{ c.title }}"{% endif %}>{{ c.text }}</td>
 {%- endfor %}</tr>
 {% endfor %}</tbody></table>
+{% if tie_rule %}<p class="note">=E1 / =L1: tied within the noise on the energy / latency frontier ({{ tie_rule }}); * marks the rule's pick.</p>{% endif %}
+{% if schedule %}<h2>Per year at {{ schedule }}</h2><p class="note">Each twin's energy frontier projected to a year of \
+deployment (see README, "Results that decide"); an estimate source stays an estimate.</p>
+{% for heading, rows in annual %}<h3>{{ heading }}</h3><table><tr><th>variant</th><th>runtime</th><th>kWh/yr [95% CI]</th>\
+<th>CO2e kg/yr [95% CI]</th><th>cost/yr [95% CI]</th><th>source</th></tr>
+{% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}{% endif %}
 <h2>Validity flags</h2><ul>{% for flag, n in flags %}<li>{{ flag }}: {{ n }} cells</li>{% endfor %}</ul>
 <h2>Not measured</h2><ul>{% for r, reason in not_measured %}
 <li>{{ r.twin }} / {{ r.variant_name }} / {{ r.runtime }} / batch {{ r.batch_size }}: {{ r.status }} — {{ reason }}</li>
@@ -234,14 +241,14 @@ HEAD = [
 ]  # fmt: skip
 
 
-def _row(r: Record, on_front: set[str]) -> list[Cell]:
+def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell]:
     return [
         Cell(r.twin),
         _cell(r.batch_size, "d"),
         Cell(r.variant_name, title=json.dumps(r.lineage)),
         Cell(r.runtime),
         Cell(r.status, title=r.status_reason),
-        Cell("★" if r.cell_key in on_front else ""),
+        Cell(" ".join(["★" if r.cell_key in on_front else "", *ties.get(r.cell_key, [])]).strip()),
         _cell(r.quality_value, ".4g"),
         _cell(r.quality_loss_pct, "+.2f"),
         _cell(r.energy_j_per_inference),
@@ -258,11 +265,42 @@ def _row(r: Record, on_front: set[str]) -> list[Cell]:
     ]
 
 
+def _schedule_text(s: Schedule) -> str:
+    extra = "".join([f", {s.carbon_g_per_kwh:g} g CO2e/kWh" if s.carbon_g_per_kwh is not None else "",
+                     f", price {s.price_per_kwh:g}/kWh" if s.price_per_kwh is not None else ""])  # fmt: skip
+    return f"{s.rate_per_s * 60:.4g} inferences/min x {s.instances} instance(s), {s.device_use} device{extra}"
+
+
+def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[list[str]]]]:
+    """Per twin, grid and batch size: the energy frontier's cells with their yearly projection (or
+    why they have none)."""
+
+    def ci(value, low, high, fmt=".4g") -> str:
+        if value is None:
+            return "-"
+        return format(value, fmt) + (f" [{format(low, fmt)}, {format(high, fmt)}]" if low is not None else "")
+
+    out = []
+    for (grid, twin, _, batch, source), members in sorted(groups(records, "energy").items()):
+        rows = []
+        for r in pareto(members, "energy"):
+            try:
+                p = project(r, schedule)
+            except NotProjectable as e:
+                rows.append([r.variant_name, r.runtime, f"not projected: {e}", "-", "-", source])
+                continue
+            rows.append([r.variant_name, r.runtime, ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
+                         ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
+                         ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high), p.energy_source])  # fmt: skip
+        out.append((f"{twin} on {grid}, batch {batch} ({source})", rows))
+    return out
+
+
 def _first_line(reason: str) -> str:
     return (reason.strip().splitlines() or [""])[0][:300]
 
 
-def render(records: list[Record], env: dict, title: str) -> str:
+def render(records: list[Record], env: dict, title: str, schedule: Schedule | None = None) -> str:
     import plotly.io as pio
 
     charts = []
@@ -280,7 +318,7 @@ def render(records: list[Record], env: dict, title: str) -> str:
         Markup(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px"))
         for i, fig in enumerate(charts)
     ]
-    on_front = frontier_keys(records, "energy")
+    on_front, ties = frontier_keys(records, "energy"), tie_marks(records)
     flags: dict[str, int] = defaultdict(int)
     for r in records:
         for f in r.flags:
@@ -297,21 +335,26 @@ def render(records: list[Record], env: dict, title: str) -> str:
         charts=parts,
         head=HEAD,
         rows=[
-            _row(r, on_front) for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime))
+            _row(r, on_front, ties)
+            for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime))
         ],
+        tie_rule=TIE_RULE if ties else "",
+        schedule=schedule and _schedule_text(schedule),
+        annual=_annual(records, schedule) if schedule else [],
         flags=sorted(flags.items()),
         not_measured=[(r, _first_line(r.status_reason)) for r in not_ok],
         env=[(k, json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in env.items()],
     )
 
 
-def write(run_dir, metric: str | None = None) -> Path:
+def write(run_dir, metric: str | None = None, schedule: Schedule | None = None) -> Path:
     """Write <run>/report.html from its records and environment (with `metric`: report-<metric>.html,
-    the frontier drawn against that quality metric); returns its path."""
+    the frontier drawn against that quality metric; with `schedule`: a yearly projection section);
+    returns its path."""
     records, name, title = run_dir.records(), "report.html", f"twinbench run {run_dir.path.name}"
     if metric is not None:
         records, name = against_metric(records, metric), f"report-{metric_slug(metric)}.html"
         title += f", quality as {metric}"
     path = run_dir.path / name
-    path.write_text(render(records, run_dir.read_json("environment.json"), title))
+    path.write_text(render(records, run_dir.read_json("environment.json"), title, schedule))
     return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, groups, metric_slug, tie_groups
+from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
 from bench.records import Record
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -27,20 +27,6 @@ def _ref(r: Record, run_ref: Record | None, field: str) -> float | None:
     same windows); for records without one (schema 1), the run's reference cell."""
     own = getattr(r, f"reference_{field}")
     return own if own is not None else (run_ref and getattr(run_ref, field))
-
-
-def _tie_marks(rows: list[Record]) -> dict[str, list[str]]:
-    """cell_key -> its ties in one table: "=E1" for a member of energy tie 1, "=E1*" for the member the
-    tie-break rule picks; "=L2" the same on the latency frontier. Numbered within the table."""
-    marks: dict[str, list[str]] = defaultdict(list)
-    for objective in ("energy", "latency"):
-        letter, n = objective[0].upper(), 0
-        for _, group in sorted(groups(rows, objective).items()):
-            for tie in tie_groups(group, objective):
-                n += 1
-                for i, r in enumerate(tie):
-                    marks[r.cell_key].append(f"={letter}{n}{'*' if i == 0 else ''}")
-    return marks
 
 
 def render(records: list[Record], env: dict | None = None, title: str = "") -> str:
@@ -71,7 +57,7 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
             "| p50 ms | p99 ms | latency ratio | params | size KB | flags |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        ties = _tie_marks(ok)
+        ties = tie_marks(ok)
         for r in sorted(ok, key=lambda r: (r.variant_id != "reference", r.variant_name, r.runtime)):
             front = ("E" if r.cell_key in on_energy else "") + ("L" if r.cell_key in on_latency else "")
             front = " ".join([front, *ties.get(r.cell_key, [])]).strip()

@@ -179,6 +179,49 @@ def calendar_features(first_forecast_step: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(day), np.cos(day), np.sin(weekday), np.cos(weekday)], -1).astype(np.float32)
 
 
+# The voltage band an operator acts on, in p.u. (the edges are inside). The same band as grid-gnn's,
+# repeated so that neither twin's module imports the other.
+VM_BAND_PU = (0.95, 1.05)
+
+
+def violation_events(target: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> np.ndarray:
+    """(W, H, N) vm -> (W, N) bool: the trajectory leaves the band (strictly) at some horizon step."""
+    return ((target < band[0]) | (target > band[1])).any(axis=1)
+
+
+def violation_probability(samples: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> np.ndarray:
+    """(W, M, H, N) sampled vm -> (W, N): the fraction of the M samples whose trajectory leaves the
+    band at some horizon step, the forecast's probability of a violation in that window at that bus."""
+    return ((samples < band[0]) | (samples > band[1])).any(axis=2).mean(axis=1)
+
+
+def violation_brier(samples: np.ndarray, target: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> float:
+    """Brier score of `violation_probability` against `violation_events` of the target, over every
+    (window, bus): mean of (p - 1{event})^2; 0 is perfect, 1 is sure and always wrong."""
+    p, event = violation_probability(samples, band), violation_events(target, band)
+    return float(np.mean((p - event) ** 2))
+
+
+def violation_recall(
+    samples: np.ndarray, target: np.ndarray, band: tuple[float, float] = VM_BAND_PU, threshold: float = 0.5
+) -> float:
+    """Share of the (window, bus) violation events of the target that the forecast flags, i.e. gives
+    a `violation_probability` >= threshold (at least half the samples at 0.5). 1.0 when the target
+    has no event (nothing to miss)."""
+    event = violation_events(target, band)
+    if not event.any():
+        return 1.0
+    return float((violation_probability(samples, band)[event] >= threshold).mean())
+
+
+def interval90_coverage(samples: np.ndarray, target: np.ndarray) -> float:
+    """Share of target values (every window, horizon step and bus) inside the samples' central 90 %
+    interval: between their 5 % and 95 % quantiles (numpy's linear interpolation), edges included.
+    A calibrated forecast covers about 0.9; a point forecast covers only exact hits."""
+    low, high = np.quantile(samples, [0.05, 0.95], axis=1)
+    return float(((low <= target) & (target <= high)).mean())
+
+
 @register_twin
 class DiffusionForecasterTwin(Twin):
     name = "diffusion-forecaster"
@@ -407,18 +450,23 @@ class DiffusionForecasterTwin(Twin):
         return np.stack(members)
 
     def _scores(self, samples: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        """CRPS (scoringrules) and MAE of the sample median, over non-slack nodes.
+        """CRPS (scoringrules), MAE of the sample median, and the band-violation and interval scores
+        of the module's functions, over non-slack nodes.
 
         samples (W, M, H, N), target (W, H, N). A point forecast (M = 1) scores its MAE as CRPS.
         """
         import scoringrules
 
         keep = np.arange(target.shape[-1]) != int(self.grid.graph["slack_node"])
-        fct = np.moveaxis(samples[..., keep].astype(np.float64), 1, -1)
+        members = samples[..., keep].astype(np.float64)
+        fct = np.moveaxis(members, 1, -1)
         obs = target[..., keep].astype(np.float64)
         return {
             "crps": float(np.mean(scoringrules.crps_ensemble(obs, fct, m_axis=-1))),
             "median_mae": float(np.abs(np.median(fct, axis=-1) - obs).mean()),
+            "violation_brier": violation_brier(members, obs),
+            "violation_recall": violation_recall(members, obs),
+            "interval90_coverage": interval90_coverage(members, obs),
         }
 
     def model_info(self, model) -> dict:

@@ -17,6 +17,8 @@ from models.registry import Evaluation, PredictFn, Twin, batched, register_twin
 from models.training import Distillation, FitConfig, fit, teacher_on
 
 STEPS_PER_DAY = 96
+PEAK_STEPS = 16  # the daily peak hours of `peak_mae`: 4 h of 15-min steps
+RAMP_SHARE = 0.1  # `ramp_mae` scores the 10 % of target values that change most
 
 
 @dataclass(frozen=True)
@@ -175,13 +177,24 @@ class SensorTransformer(Twin):
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         x, y = self._windows(split)
         pred = batched(predict_fn, (x,))
+        c, h = self.config.context, self.config.horizon
         # Seasonal naive: the same time one day earlier, i.e. the first `horizon` steps of the last day.
-        start = self.config.context - STEPS_PER_DAY
-        naive = x[:, start : start + self.config.horizon]
+        start = c - STEPS_PER_DAY
+        naive = x[:, start : start + h]
+        # Time of day of every target step: the windows' starts are those `_windows` cuts (stride 1).
+        time_of_day = self.grid.streams["time_step"] % STEPS_PER_DAY
+        starts = window_starts(self.split, self.split_index(split), c + h)
+        target_slot = time_of_day[starts[:, None] + c + np.arange(h)[None]]
+        train = self.split == self.split_index("train")
+        peak = daily_peak_slots(self.values[train], time_of_day[train])
+        last = x[:, -1]
         return Evaluation(
             primary="mae",
-            metrics=_errors(pred, y),
-            baselines={"seasonal_naive": _errors(naive, y), "persistence": _errors(x[:, -1:], y)},
+            metrics=_errors(pred, y, last, target_slot, peak),
+            baselines={
+                "seasonal_naive": _errors(naive, y, last, target_slot, peak),
+                "persistence": _errors(x[:, -1:], y, last, target_slot, peak),
+            },
         )
 
     def targets(self, split: str) -> np.ndarray:
@@ -193,6 +206,57 @@ class SensorTransformer(Twin):
         return (x[rng.integers(0, len(x), batch_size)],)
 
 
-def _errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def daily_peak_slots(values: np.ndarray, time_of_day: np.ndarray, length: int = PEAK_STEPS) -> np.ndarray:
+    """The daily peak hours: the `length` consecutive times of day (15-min slots 0..95, wrapping
+    past midnight) whose mean over all streams and rows is highest, in time order.
+
+    values (T, C) normalised streams (the twin passes its training split), time_of_day (T,) the slot
+    of each row. The mean profile of all streams is what the grid carries as a whole at that time.
+    """
+    counts = np.bincount(time_of_day, minlength=STEPS_PER_DAY)
+    if len(counts) != STEPS_PER_DAY or not counts.all():
+        raise ValueError(f"time_of_day must hold slots 0..{STEPS_PER_DAY - 1} only, with rows at every time of day")
+    profile = np.bincount(time_of_day, weights=values.mean(axis=1), minlength=STEPS_PER_DAY) / counts
+    wrapped = np.concatenate([profile, profile[: length - 1]])
+    first = int(np.argmax(np.convolve(wrapped, np.ones(length), mode="valid")))
+    return (first + np.arange(length)) % STEPS_PER_DAY
+
+
+def peak_mae(pred: np.ndarray, target: np.ndarray, target_slot: np.ndarray, peak_slots: np.ndarray) -> float:
+    """MAE over every stream at the target steps whose time of day is one of `peak_slots`.
+
+    pred broadcastable to target (W, H, C); target_slot (W, H) time of day of each target step.
+    """
+    in_peak = np.isin(target_slot, peak_slots)
+    if not in_peak.any():
+        raise ValueError("no target step falls in the peak hours")
+    err = np.broadcast_to(pred, target.shape)[in_peak].astype(np.float64) - target[in_peak]
+    return float(np.abs(err).mean())
+
+
+def ramp_steps(target: np.ndarray, last_context: np.ndarray, share: float = RAMP_SHARE) -> np.ndarray:
+    """(W, H, C) bool: the target values with the largest absolute change from the previous step of
+    the same stream (the first horizon step compares with the last context step, last_context (W, C)):
+    those whose change is at least the (1 - share) quantile of all changes (numpy's linear
+    interpolation; ties at the threshold are all in), i.e. the top `share` of them."""
+    change = np.abs(np.diff(np.concatenate([last_context[:, None], target], axis=1), axis=1))
+    return change >= np.quantile(change, 1.0 - share)
+
+
+def ramp_mae(pred: np.ndarray, target: np.ndarray, last_context: np.ndarray, share: float = RAMP_SHARE) -> float:
+    """MAE over the target values picked by `ramp_steps`: the forecast error where the streams move most."""
+    ramp = ramp_steps(target, last_context, share)
+    err = np.broadcast_to(pred, target.shape)[ramp].astype(np.float64) - target[ramp]
+    return float(np.abs(err).mean())
+
+
+def _errors(
+    pred: np.ndarray, target: np.ndarray, last_context: np.ndarray, target_slot: np.ndarray, peak_slots: np.ndarray
+) -> dict[str, float]:
     err = np.broadcast_to(pred, target.shape) - target
-    return {"mae": float(np.abs(err).mean()), "mse": float((err**2).mean())}
+    return {
+        "mae": float(np.abs(err).mean()),
+        "mse": float((err**2).mean()),
+        "peak_mae": peak_mae(pred, target, target_slot, peak_slots),
+        "ramp_mae": ramp_mae(pred, target, last_context),
+    }
