@@ -215,3 +215,21 @@ def test_evaluate_reports_event_metrics(smoke_grid, name):
             if key in IN_UNIT_INTERVAL:
                 assert metrics[key] <= 1.0, (scored, key)
     assert evaluation.primary in evaluation.metrics
+
+
+def test_predict_output_recomputes_the_sensor_event_metrics(smoke_grid):
+    """`twinbench predict` writes what the event metrics need: anyone can recompute them."""
+    from models.checkpoint import train_or_load
+    from models.export import torch_predict_fn
+    from models.registry import get_twin
+    from models.twins.sensor_transformer import peak_mae, ramp_mae
+
+    cls = get_twin("sensor-transformer")
+    twin = cls(smoke_grid, cls.config_for("smoke"))
+    model, _, _ = train_or_load(twin)
+    arrays = twin.predictions(torch_predict_fn(model), "test")
+    metrics = twin.evaluate(torch_predict_fn(model), "test").metrics
+    assert (
+        peak_mae(arrays["pred"], arrays["target"], arrays["target_slot"], arrays["peak_slots"]) == metrics["peak_mae"]
+    )
+    assert ramp_mae(arrays["pred"], arrays["target"], arrays["last_context"]) == metrics["ramp_mae"]

@@ -177,25 +177,35 @@ class SensorTransformer(Twin):
     def evaluate(self, predict_fn: PredictFn, split: str = "test") -> Evaluation:
         x, y = self._windows(split)
         pred = batched(predict_fn, (x,))
-        c, h = self.config.context, self.config.horizon
         # Seasonal naive: the same time one day earlier, i.e. the first `horizon` steps of the last day.
-        start = c - STEPS_PER_DAY
-        naive = x[:, start : start + h]
+        start = self.config.context - STEPS_PER_DAY
+        naive = x[:, start : start + self.config.horizon]
+        events = self._event_inputs(split)
+        return Evaluation(
+            primary="mae",
+            metrics=_errors(pred, y, **events),
+            baselines={
+                "seasonal_naive": _errors(naive, y, **events),
+                "persistence": _errors(x[:, -1:], y, **events),
+            },
+        )
+
+    def predictions(self, predict_fn: PredictFn, split: str) -> dict[str, np.ndarray]:
+        """pred and target, plus what the event metrics need: the last context step of each window,
+        the time-of-day slot of every target step and the daily peak slots (see peak_mae, ramp_mae)."""
+        return {**super().predictions(predict_fn, split), **self._event_inputs(split)}
+
+    def _event_inputs(self, split: str) -> dict[str, np.ndarray]:
+        c, h = self.config.context, self.config.horizon
         # Time of day of every target step: the windows' starts are those `_windows` cuts (stride 1).
         time_of_day = self.grid.streams["time_step"] % STEPS_PER_DAY
         starts = window_starts(self.split, self.split_index(split), c + h)
-        target_slot = time_of_day[starts[:, None] + c + np.arange(h)[None]]
         train = self.split == self.split_index("train")
-        peak = daily_peak_slots(self.values[train], time_of_day[train])
-        last = x[:, -1]
-        return Evaluation(
-            primary="mae",
-            metrics=_errors(pred, y, last, target_slot, peak),
-            baselines={
-                "seasonal_naive": _errors(naive, y, last, target_slot, peak),
-                "persistence": _errors(x[:, -1:], y, last, target_slot, peak),
-            },
-        )
+        return {
+            "last_context": self._windows(split)[0][:, -1],
+            "target_slot": time_of_day[starts[:, None] + c + np.arange(h)[None]],
+            "peak_slots": daily_peak_slots(self.values[train], time_of_day[train]),
+        }
 
     def targets(self, split: str) -> np.ndarray:
         return self._windows(split)[1]
