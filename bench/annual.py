@@ -39,11 +39,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-
-import pint
+from typing import TYPE_CHECKING
 
 from bench.errors import ConfigError
 from bench.records import Record
+
+if TYPE_CHECKING:
+    import pint
 
 SECONDS_PER_YEAR = 365 * 86400  # a 365-day year, here and in parse_rate's "year"
 J_PER_KWH = 3.6e6
@@ -58,6 +60,8 @@ class NotProjectable(ConfigError):
 def _units() -> pint.UnitRegistry:
     # pint's year is the Julian 365.25 days; a 365-day year keeps "1000/year" at exactly 1000
     # inferences in a projected year (month = year / 12 follows it).
+    import pint  # here, not at the top: `run` and `report` must not need it (a GPU box may lack it)
+
     units = pint.UnitRegistry(on_redefinition="ignore")
     units.define("year = 365 * day = a = yr")
     return units
