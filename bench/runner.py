@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from bench import environment, report, summary
 from bench.errors import ConfigError, InputError, Verdict
 from bench.executor import Executor, ShardJob, ShardResult, make_executor
@@ -50,6 +52,8 @@ def run(
             plan = RunPlan.from_dict(saved)  # the saved plan, never the suite file
             if not isinstance(saved.get("run_id"), str):
                 raise InputError(f"malformed plan.json in {resume}: no run_id")
+            if plan.device == "cuda" and not torch.cuda.is_available():
+                raise ConfigError(f"{resume} is a CUDA run, and CUDA is not available here: resume it on a GPU machine")
             repaired = run_dir.repair()
             if repaired:
                 log(f"warning: {repaired}")
