@@ -34,7 +34,7 @@ from bench.meters import Meter
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
 from bench.stats import summarize
-from bench.validity import energy_floor, validity_flags
+from bench.validity import energy_floor, others_cpu_seconds, validity_flags
 from compress.base import PassContext
 from models.fingerprint import weights_sha256
 
@@ -140,6 +140,7 @@ class _Windows:
     state_before: dict[str, dict]
     state_after: dict[str, dict]
     idle_power_w: float | None
+    contention: dict[str, list] = field(default_factory=dict)  # cores other processes used, per window
 
 
 def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Windows:
@@ -147,7 +148,8 @@ def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Window
     plan, meter = ctx.plan, ctx.meter
     rng = random.Random(plan.seed)
     keys = [p.cell.key for p in prepared]
-    w = _Windows({k: [] for k in keys}, {k: [] for k in keys}, dict.fromkeys(keys, True), {}, {}, None)
+    w = _Windows({k: [] for k in keys}, {k: [] for k in keys}, dict.fromkeys(keys, True), {}, {}, None,
+                 {k: [] for k in keys})  # fmt: skip
     idle_w = []
     # Device state (clocks, temperature, power limit, throttling) around each cell's windows.
     state_of = environment.gpu_state if plan.device == "cuda" else dict
@@ -164,7 +166,9 @@ def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Window
             ctx.on_cell(f"window {rep + 1}/{plan.repetitions} {key}")
             if rep == 0:
                 w.state_before[key] = state_of()
+            others = others_cpu_seconds()
             reading, out = window(meter, key, p.step, p.iterations)
+            w.contention[key].append((others_cpu_seconds() - others) / max(reading.seconds, 1e-9))
             if rep == plan.repetitions - 1:
                 w.state_after[key] = state_of()
             w.outputs_match[key] &= checksum_match(p.session.to_numpy(out), p.reference_output)
@@ -185,10 +189,12 @@ def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ct
     avg_power = float(np.median([j / s for j, s in zip(joules, seconds, strict=True)])) if measured else None
     before, after = w.state_before[key], w.state_after[key]
     throttled = bool(before.get("throttled") or after.get("throttled")) if before else None
+    # The busiest of its windows: one window shared with a neighbour is enough to distrust the cell.
+    contention = max(w.contention[key]) if w.contention.get(key) else None
     flags = validity_flags(
         window_s=plan.window_s, cv=stats.cv if stats else None, source=source, avg_power_w=avg_power,
         idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"), throttled=throttled,
-        outputs_match=w.outputs_match[key],
+        outputs_match=w.outputs_match[key], contention_cores=contention,
     )  # fmt: skip
     dynamic = None
     if stats and w.idle_power_w is not None:
@@ -230,6 +236,7 @@ def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ct
         threads=p.session.threads,
         flags=flags,
         output_checksum_match=w.outputs_match[key],
+        contention_cores=contention,
         throttled=throttled,
         device_state_before=before,
         device_state_after=after,

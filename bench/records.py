@@ -78,8 +78,9 @@ class Record:
     iterations: int | None = None
     repetitions: int | None = None
     threads: int | None = None
-    flags: tuple = ()  # short_window, high_cv, throttled, power_out_of_range, checksum_mismatch
+    flags: tuple = ()  # short_window, high_cv, throttled, power_out_of_range, checksum_mismatch, contended
     output_checksum_match: bool | None = None
+    contention_cores: float | None = None  # CPU cores other processes used, in the busiest of its windows
     throttled: bool | None = None
     device_state_before: dict = field(default_factory=dict)
     device_state_after: dict = field(default_factory=dict)

@@ -218,6 +218,9 @@ def _reasons(
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
     if chosen.flags:
         out.append(f"validity flags on this cell: {', '.join(chosen.flags)}")
+    if "contended" in chosen.flags:
+        out.append(f"WARNING: measured while other processes used {chosen.contention_cores:.2g} cores of the "
+                   "machine; its figures are not to be trusted: re-measure on an idle machine")  # fmt: skip
     return out
 
 

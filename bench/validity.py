@@ -3,6 +3,8 @@ device would need at its peak dense throughput, a sanity bound for measured figu
 
 from __future__ import annotations
 
+import psutil
+
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
 
@@ -19,6 +21,12 @@ DEVICE_PEAKS = {
 }
 
 
+# Cores that other processes may keep busy during a window before the cell is flagged `contended`.
+# A background daemon's blips stay far below half a core; one busy neighbour (a test run, a training)
+# takes a whole core, and on the 2-core dev machine made torch-eager latencies 50x worse.
+CONTENDED_CORES = 0.5
+
+
 def validity_flags(
     *,
     window_s: float,
@@ -29,6 +37,7 @@ def validity_flags(
     power_limit_w: float | None,
     throttled: bool | None,
     outputs_match: bool,
+    contention_cores: float | None = None,
 ) -> tuple[str, ...]:
     """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement."""
     flags = []
@@ -43,7 +52,18 @@ def validity_flags(
         flags.append("throttled")
     if not outputs_match:
         flags.append("checksum_mismatch")
+    if contention_cores is not None and contention_cores > CONTENDED_CORES:
+        flags.append("contended")
     return tuple(flags)
+
+
+def others_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy, minus this process's own (and its reaped
+    children's): what other processes took. Differences over a window give the cores they used."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+    own = psutil.Process().cpu_times()
+    return busy - (own.user + own.system + own.children_user + own.children_system)
 
 
 def energy_floor(flops: float | None, env: dict) -> float | None:
