@@ -168,7 +168,7 @@ def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Window
                 w.state_before[key] = state_of()
             others = others_cpu_seconds()
             reading, out = window(meter, key, p.step, p.iterations)
-            w.contention[key].append((others_cpu_seconds() - others) / max(reading.seconds, 1e-9))
+            w.contention[key].append(max(0.0, others_cpu_seconds() - others) / max(reading.seconds, 1e-9))
             if rep == plan.repetitions - 1:
                 w.state_after[key] = state_of()
             w.outputs_match[key] &= checksum_match(p.session.to_numpy(out), p.reference_output)
