@@ -1,5 +1,8 @@
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -40,3 +43,25 @@ def simbench_net():
     from models.grid.build import load_simbench_net
 
     return load_simbench_net(SMOKE_GRID)
+
+
+@contextmanager
+def stubbed_nvml(names: list[str]) -> Iterator[dict[str, mock.MagicMock]]:
+    """pynvml's `names` patched with autospec (as Zeus's own tests do), and Zeus's per-process caches
+    of NVML's availability and of its GPU list cleared before and after, so each test builds them
+    from its own stub. Yields the mocks by name, for the test to script."""
+    import pynvml
+    import zeus.device.gpu as zeus_gpu
+    from zeus.device.gpu.nvidia import nvml_is_available
+
+    patches = [mock.patch.object(pynvml, n, autospec=True) for n in names]
+    mocks = {n: p.start() for n, p in zip(names, patches, strict=True)}
+    nvml_is_available.cache_clear()
+    zeus_gpu._gpus = None
+    try:
+        yield mocks
+    finally:
+        for p in patches:
+            p.stop()
+        nvml_is_available.cache_clear()
+        zeus_gpu._gpus = None

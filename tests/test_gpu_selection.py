@@ -11,12 +11,11 @@ read, so a window's joules say which GPU was read. torch.cuda is made to fail if
 and reading an nvml meter must not need it (this runs on CPU-only CI).
 """
 
-from unittest import mock
-
 import pynvml
 import pytest
 
 from bench.meters import NoneMeter, choose_meter, visible_gpu_index
+from tests.conftest import stubbed_nvml
 
 START_MJ = {0: 5_000_000, 1: 9_000_000}
 STEP_MJ = {0: 1_000_000, 1: 7_000}  # per read: GPU 0 +1000 J, GPU 1 +7 J
@@ -28,17 +27,12 @@ UUIDS = {0: "GPU-00000000-aaaa-bbbb-cccc-000000000000", 1: "GPU-11111111-aaaa-bb
 def two_gpus(monkeypatch):
     """Two H100s behind a stubbed NVML. Handles are "gpu0" / "gpu1" (physical NVML indices); each
     read of a GPU's total energy counter returns its previous value + STEP_MJ[i]."""
-    import zeus.device.gpu as zeus_gpu
-    from zeus.device.gpu.nvidia import nvml_is_available
-
     for var in ("CUDA_VISIBLE_DEVICES", "ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN"):
         monkeypatch.delenv(var, raising=False)
 
     names = ["nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
              "nvmlDeviceGetHandleByUUID", "nvmlDeviceGetUUID", "nvmlDeviceGetIndex", "nvmlDeviceGetC2cModeInfoV",
              "nvmlDeviceGetArchitecture", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetName"]  # fmt: skip
-    patches = {n: mock.patch.object(pynvml, n, autospec=True) for n in names}
-    mocks = {n: p.start() for n, p in patches.items()}
 
     def index_of(handle):
         if handle not in ("gpu0", "gpu1"):
@@ -63,24 +57,17 @@ def two_gpus(monkeypatch):
         counters[i] += STEP_MJ[i]
         return counters[i]
 
-    mocks["nvmlDeviceGetCount"].return_value = 2
-    mocks["nvmlDeviceGetHandleByIndex"].side_effect = handle_by_index
-    mocks["nvmlDeviceGetHandleByUUID"].side_effect = handle_by_uuid
-    mocks["nvmlDeviceGetUUID"].side_effect = lambda h: UUIDS[index_of(h)]
-    mocks["nvmlDeviceGetIndex"].side_effect = index_of
-    mocks["nvmlDeviceGetC2cModeInfoV"].side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # not Grace
-    mocks["nvmlDeviceGetArchitecture"].return_value = pynvml.NVML_DEVICE_ARCH_HOPPER
-    mocks["nvmlDeviceGetName"].return_value = "NVIDIA H100 80GB HBM3"
-    mocks["nvmlDeviceGetTotalEnergyConsumption"].side_effect = total_energy
-
-    # Zeus caches NVML's availability and its GPU list (built from CUDA_VISIBLE_DEVICES) per process.
-    nvml_is_available.cache_clear()
-    zeus_gpu._gpus = None
-    yield mocks
-    for p in patches.values():
-        p.stop()
-    nvml_is_available.cache_clear()
-    zeus_gpu._gpus = None
+    with stubbed_nvml(names) as mocks:
+        mocks["nvmlDeviceGetCount"].return_value = 2
+        mocks["nvmlDeviceGetHandleByIndex"].side_effect = handle_by_index
+        mocks["nvmlDeviceGetHandleByUUID"].side_effect = handle_by_uuid
+        mocks["nvmlDeviceGetUUID"].side_effect = lambda h: UUIDS[index_of(h)]
+        mocks["nvmlDeviceGetIndex"].side_effect = index_of
+        mocks["nvmlDeviceGetC2cModeInfoV"].side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # not Grace
+        mocks["nvmlDeviceGetArchitecture"].return_value = pynvml.NVML_DEVICE_ARCH_HOPPER
+        mocks["nvmlDeviceGetName"].return_value = "NVIDIA H100 80GB HBM3"
+        mocks["nvmlDeviceGetTotalEnergyConsumption"].side_effect = total_energy
+        yield mocks
 
 
 @pytest.fixture

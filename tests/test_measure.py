@@ -12,31 +12,22 @@ from bench.meters import EstimateMeter, NoneMeter, ZeusMeter, choose_meter
 from bench.records import Record
 from bench.stats import percentiles_ms, summarize
 from bench.validity import validity_flags
+from tests.conftest import stubbed_nvml
 
 
 @pytest.fixture
 def fake_nvml():
     """pynvml patched with autospec (as Zeus's own tests do): one Hopper GPU whose energy counter
     reads 1,000,000 mJ at the window's start and 1,250,000 mJ at its end."""
-    import zeus.device.gpu as zeus_gpu
-    from zeus.device.gpu.nvidia import nvml_is_available
-
     names = ["nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
              "nvmlDeviceGetArchitecture", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetName"]  # fmt: skip
-    patches = {n: mock.patch.object(pynvml, n, autospec=True) for n in names}
-    mocks = {n: p.start() for n, p in patches.items()}
-    mocks["nvmlDeviceGetCount"].return_value = 1
-    mocks["nvmlDeviceGetHandleByIndex"].return_value = "gpu0"
-    mocks["nvmlDeviceGetArchitecture"].return_value = pynvml.NVML_DEVICE_ARCH_HOPPER
-    mocks["nvmlDeviceGetName"].return_value = "NVIDIA H100 80GB HBM3"
-    mocks["nvmlDeviceGetTotalEnergyConsumption"].side_effect = [1_000_000, 1_250_000]
-    nvml_is_available.cache_clear()
-    zeus_gpu._gpus = None
-    yield mocks
-    for p in patches.values():
-        p.stop()
-    nvml_is_available.cache_clear()
-    zeus_gpu._gpus = None
+    with stubbed_nvml(names) as mocks:
+        mocks["nvmlDeviceGetCount"].return_value = 1
+        mocks["nvmlDeviceGetHandleByIndex"].return_value = "gpu0"
+        mocks["nvmlDeviceGetArchitecture"].return_value = pynvml.NVML_DEVICE_ARCH_HOPPER
+        mocks["nvmlDeviceGetName"].return_value = "NVIDIA H100 80GB HBM3"
+        mocks["nvmlDeviceGetTotalEnergyConsumption"].side_effect = [1_000_000, 1_250_000]
+        yield mocks
 
 
 def test_nvml_counter_delta_gives_joules_per_inference(fake_nvml):

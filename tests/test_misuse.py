@@ -14,7 +14,7 @@ from bench.compare import compare
 from bench.errors import ConfigError, InputError
 from bench.runner import run
 from bench.select import Constraints, export, select
-from bench.store import RunDir, new_run_id, promote_baseline
+from bench.store import RunDir, new_run_id, promote_baseline, run_folders
 from tests.conftest import SMOKE_GRID
 from tests.test_decide import RECORDS, _write_run
 
@@ -234,28 +234,23 @@ def test_every_subcommand_answers_bad_input_with_a_message(tmp_path, capsys):
         assert "Traceback" not in captured.err + captured.out
 
 
+def _cuda_graph_run(variant: str, out) -> list[str]:
+    """A real run of the GNN on the CUDA-graph runtime: its cells are unsupported on CPU, so it is
+    fast, yet it builds the variant and writes records, a summary, a report and the history."""
+    return ["run", "--suite", "smoke", "--twin", "grid-gnn", "--variant", variant,
+            "--runtime", "torch-compile-cudagraphs", "--out", str(out)]  # fmt: skip
+
+
 def test_a_corrupt_history_never_blocks_a_run_and_is_rebuilt(tmp_path, smoke_grid, capsys):
     """Items 9 and 11: the history is a cache of the records in the runs folder a run wrote to."""
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "history.sqlite").write_bytes(b"this is not a database" * 100)
-    argv = [
-        "run",
-        "--suite",
-        "smoke",
-        "--twin",
-        "grid-gnn",
-        "--variant",
-        "reference",
-        "--runtime",
-        "torch-compile-cudagraphs",
-        "--out",
-        str(runs),
-    ]  # fmt: skip  (unsupported here: fast)
+    argv = _cuda_graph_run("reference", runs)
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "history" in captured.err and "--rebuild" in captured.err
-    (run_path,) = [p for p in runs.iterdir() if p.is_dir()]
+    (run_path,) = run_folders(runs)
     assert (run_path / "summary.md").is_file() and len(RunDir.open(run_path).records()) == 2
     assert main(["history", "--twin", "grid-gnn", "--runs", str(runs)]) == 2
     assert "--rebuild" in capsys.readouterr().err
@@ -271,22 +266,9 @@ def test_startup_is_quiet_and_progress_is_line_by_line_off_a_terminal(tmp_path, 
     """Item 12: torchao's kernel-library warnings on every command, and no progress in a pipe."""
     from bench.suites import load_suite
 
-    # The plain int8 variant: building it imports torchao; the CUDA-graph runtime then refuses it fast.
+    # The plain int8 variant: building it imports torchao.
     (int8,) = [v.id for v in load_suite("smoke").variants if [p.name for p in v.chain] == ["quant-dynamic-int8"]]
-    runtime = "torch-compile-cudagraphs"
-    argv = [
-        "run",
-        "--suite",
-        "smoke",
-        "--twin",
-        "grid-gnn",
-        "--variant",
-        int8,
-        "--runtime",
-        runtime,
-        "--out",
-        str(tmp_path),
-    ]
+    argv = _cuda_graph_run(int8, tmp_path)
     done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     for noise in ("Failed to load", "_pytree", "register_constant", "Traceback"):
