@@ -53,7 +53,14 @@ DEVICE_USES = ("dedicated", "shared")
 
 
 class NotProjectable(ConfigError):
-    """A cell that cannot honestly be projected at this schedule (the message says why)."""
+    """A cell that cannot honestly be projected at this schedule (the message says why).
+
+    `no_idle_power`: the refusal is about what the measurement lacks (idle power), not about this
+    cell, so every cell of the same source is refused alike and the schedule itself is the problem."""
+
+    def __init__(self, message: str, no_idle_power: bool = False) -> None:
+        super().__init__(message)
+        self.no_idle_power = no_idle_power
 
 
 @functools.cache
@@ -152,7 +159,8 @@ def _dynamic_j(record: Record) -> float:
     if record.energy_dynamic_j_per_inference is None:
         raise NotProjectable(
             f"{record.cell_key}: idle power was not measured here, so its {record.energy_source} energy "
-            f"cannot be split into idle and dynamic; a yearly figure needs that split"
+            f"cannot be split into idle and dynamic; a yearly figure needs that split",
+            no_idle_power=True,
         )
     if record.energy_dynamic_j_per_inference <= 0:
         raise NotProjectable(
@@ -170,7 +178,8 @@ def _check_projectable(record: Record, schedule: Schedule) -> None:
         raise NotProjectable(
             f"{record.cell_key}: a dedicated device pays its idle power all year, and idle power was not "
             f"measured here ({record.energy_source} source); use --device-use shared to project the "
-            f"inferences' own energy"
+            f"inferences' own energy",
+            no_idle_power=True,
         )
     if record.throughput_per_s is None:
         raise NotProjectable(f"{record.cell_key}: no measured throughput, so no check that the device keeps up")

@@ -186,7 +186,7 @@ def _project_all(candidates: list[Record], schedule: Schedule) -> dict[str, Proj
         except NotProjectable as e:
             out[r.cell_key] = e
     refused = [e for e in out.values() if isinstance(e, NotProjectable)]
-    if len(refused) == len(out) and all("idle power was not measured" in str(e) for e in refused):
+    if len(refused) == len(out) and all(e.no_idle_power for e in refused):
         raise refused[0]  # the schedule asks what these records cannot tell: bad input, not "infeasible"
     return out
 
