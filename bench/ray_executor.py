@@ -15,6 +15,7 @@ Without an address a local Ray instance is started with this machine's cores and
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 
 import ray
@@ -29,6 +30,18 @@ def _run(job: ShardJob, shard_fn: Callable[[ShardJob], ShardResult]) -> ShardRes
     return shard_fn(job)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a head that is not there: ray.init retries an unreachable address for
+    minutes (over 280 s seen here) before it gives up."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: give 'auto' or HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConfigError(f"no Ray head answers at {address} ({e}); start one with `ray start --head`") from e
+
+
 class RayExecutor:
     name = "ray"
 
@@ -38,6 +51,8 @@ class RayExecutor:
     ) -> None:  # fmt: skip
         self.log, self.shard_fn, self.max_retries = log, shard_fn or measure_shard_job, max_retries
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        if address is not None and address != "auto":
+            _check_reachable(address)
         try:
             if address is None:
                 ray.init(num_cpus=os.cpu_count(), resources={NODE_RESOURCE: 1}, **quiet)

@@ -156,3 +156,12 @@ def test_a_shard_that_keeps_failing_becomes_error_records(pair_suite, smoke_grid
     assert failed and {r.shard_id for r in failed} == {"1-LV-rural1--2-sw/grid-gnn/1"}
     assert all("shard failed on Ray" in r.status_reason for r in failed)
     assert any(r.status == "ok" for r in records)
+
+
+@pytest.mark.parametrize("address, message", [("127.0.0.1:1", "no Ray head answers"), ("nonsense", "HOST:PORT")])
+def test_a_wrong_ray_address_is_a_message_within_seconds(address, message):
+    """ray.init retries an unreachable head for minutes; the executor checks it first."""
+    from bench.ray_executor import RayExecutor
+
+    with pytest.raises(ConfigError, match=message):
+        RayExecutor("cpu", address=address, log=lambda m: None)
