@@ -41,8 +41,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.errors import ConfigError
 from bench.records import Record
+from models.errors import ConfigError
 
 if TYPE_CHECKING:
     import pint

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import ConfigError, TwinbenchError, UnknownNameError
+from models.errors import ConfigError, TwinbenchError, UnknownNameError
 
 
 def _number(kind: type = float, low: float | None = None, high: float | None = None, above: float | None = None):
@@ -215,8 +215,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench import report, summary
-    from bench.errors import InputError
     from bench.store import RunDir
+    from models.errors import InputError
 
     run_dir = RunDir.open(args.run)
     if not run_dir.records():
@@ -313,9 +313,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly suite, compare it with this device's committed baseline, write verdict.md."""
     from bench import compare
-    from bench.errors import InputError
     from bench.runner import run
     from bench.store import baseline_path, load_records
+    from models.errors import InputError
 
     run_dir = run(args.suite, device=args.device, out=args.out)
     records, env = load_records(run_dir.path)

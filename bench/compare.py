@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.errors import ConfigError, InputError
 from bench.records import Record
+from models.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)

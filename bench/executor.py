@@ -17,11 +17,11 @@ from typing import Protocol
 import torch
 
 from bench import environment
-from bench.errors import ConfigError
 from bench.meters import choose_meter, visible_gpu_index
 from bench.plan import RunPlan, Shard, estimate_shard_seconds
 from bench.protocol import ShardContext, measure_shard
 from bench.records import Record
+from models.errors import ConfigError
 
 EXECUTORS = ("local", "ray")
 

@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from bench.errors import UnknownNameError
 from bench.records import Record
+from models.errors import UnknownNameError
 
 OBJECTIVES = {"energy": "energy_j_per_inference", "latency": "latency_ms_p50"}
 CI95 = {

@@ -18,6 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from models.errors import Unsupported
+from models.plugins import Registry, Requirements
 
 # Power of one fully busy core, for the `estimate` source. A server CPU's TDP over its cores is
 # 5-10 W (e.g. Xeon Platinum 8380: 270 W / 40 cores = 6.75 W; EPYC 7763: 280 W / 64 = 4.4 W);
@@ -38,11 +42,26 @@ def _noop() -> None:
 
 
 class Meter:
+    """A begin/end energy window. Subclasses registered in `METERS` say which devices they meter,
+    in which order they are tried (`priority`, highest first) and how to open one here (`open`,
+    raising `Unsupported` with the reason when they cannot)."""
+
     source = "none"
+    devices: ClassVar[tuple[str, ...]] = ()  # the devices it can meter: cpu, cuda
+    priority: ClassVar[int] = 0
+    requires: ClassVar[Requirements] = Requirements()
 
     def __init__(self, sync: Callable[[], None] = _noop) -> None:
         self.sync = sync
         self._open: dict[str, float] = {}
+
+    @classmethod
+    def open(cls, device: str, gpu_index: int, sync: Callable[[], None]) -> Meter:
+        return cls(sync)
+
+    def describe(self) -> str:
+        """What it reads, in words (for `twinbench env` and the run's log)."""
+        return "no energy counter: energy is unknown"
 
     def begin(self, key: str) -> None:
         self.sync()
@@ -64,14 +83,23 @@ class Meter:
         return None
 
 
+METERS: Registry[type[Meter]] = Registry("meter", "twinbench.meters")
+
+
+@METERS.register("none")
 class NoneMeter(Meter):
     source = "none"
+    devices = ("cpu", "cuda")
+    priority = -100  # the last resort: energy unknown, never 0
 
 
+@METERS.register("estimate")
 class EstimateMeter(Meter):
     """CPU seconds of this process (all threads) x watts per busy core."""
 
     source = "estimate"
+    devices = ("cpu",)  # CPU time says nothing of a GPU's energy
+    priority = 10
 
     def __init__(self, sync: Callable[[], None] = _noop, watts_per_core: float | None = None) -> None:
         super().__init__(sync)
@@ -79,6 +107,9 @@ class EstimateMeter(Meter):
             os.environ.get("TWINBENCH_WATTS_PER_CORE", DEFAULT_WATTS_PER_CORE)
         )
         self._cpu: dict[str, float] = {}
+
+    def describe(self) -> str:
+        return f"CPU time x {self.watts_per_core:g} W per busy core"
 
     def _begin(self, key: str) -> None:
         self._cpu[key] = time.process_time()
@@ -124,22 +155,25 @@ def visible_gpu_index(cuda_index: int = 0) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
-class MeterChoice:
-    meter: Meter
-    why: str  # how it was chosen, and why the better sources were not
-
-
-def choose_meter(device: str, gpu_index: int = 0, sync: Callable[[], None] = _noop) -> MeterChoice:
-    """The best energy source for a device: nvml for CUDA, rapl for CPU, else estimate / none."""
-    reasons = []
+def _zeus_monitor():
     try:
         from zeus.monitor import ZeusMonitor
-    except ImportError as e:
-        ZeusMonitor, zeus_error = None, f"zeus not importable ({e})"
-    if device == "cuda":
-        if ZeusMonitor is None:
-            return MeterChoice(NoneMeter(sync), f"none: {zeus_error}")
+    except Exception as e:  # ImportError, or a dependency that fails at import (amdsmi without ROCm)
+        raise Unsupported(f"zeus not importable ({type(e).__name__}: {e})") from e
+    return ZeusMonitor
+
+
+@METERS.register("nvml")
+class NvmlMeter(ZeusMeter):
+    """The GPU's cumulative energy counter (Volta and newer), through Zeus."""
+
+    devices = ("cuda",)
+    priority = 30
+    requires = Requirements(libraries=("zeus",))
+
+    @classmethod
+    def open(cls, device: str, gpu_index: int, sync: Callable[[], None]) -> Meter:
+        monitor_cls = _zeus_monitor()
         from zeus.device import get_gpus
         from zeus.device.gpu import ZeusGPUInitError
 
@@ -148,19 +182,59 @@ def choose_meter(device: str, gpu_index: int = 0, sync: Callable[[], None] = _no
         try:
             gpus = get_gpus()
         except (ZeusGPUInitError, ValueError) as e:
-            return MeterChoice(NoneMeter(sync), f"none: Zeus cannot list the GPUs ({e})")
+            raise Unsupported(f"Zeus cannot list the GPUs ({e})") from e
         if gpu_index >= len(gpus) or not gpus.supports_get_total_energy_consumption(gpu_index):
-            return MeterChoice(NoneMeter(sync), "none: no NVML energy counter for this GPU (pre-Volta or no NVML)")
-        monitor = ZeusMonitor(gpu_indices=[gpu_index], cpu_indices=[])
-        return MeterChoice(ZeusMeter(monitor, "nvml", gpu_index, sync), f"nvml: GPU {gpu_index} energy counter")
-    if ZeusMonitor is None:
-        reasons.append(zeus_error)
-    elif not RAPL_DIR.is_dir() or not any(RAPL_DIR.glob("intel-rapl:*")):
-        reasons.append(f"no RAPL zones under {RAPL_DIR}")
-    else:
-        monitor = ZeusMonitor(gpu_indices=[], cpu_indices=None)
-        if len(monitor.cpus):
-            return MeterChoice(ZeusMeter(monitor, "rapl", sync=sync), "rapl: CPU package counters")
-        reasons.append("RAPL zones present but not readable (needs root)")
-    meter = EstimateMeter(sync)
-    return MeterChoice(meter, f"estimate: CPU time x {meter.watts_per_core:g} W per busy core ({'; '.join(reasons)})")
+            raise Unsupported("no NVML energy counter for this GPU (pre-Volta or no NVML)")
+        return cls(monitor_cls(gpu_indices=[gpu_index], cpu_indices=[]), "nvml", gpu_index, sync)
+
+    def describe(self) -> str:
+        return f"GPU {self.index} energy counter"
+
+
+@METERS.register("rapl")
+class RaplMeter(ZeusMeter):
+    """The CPU packages' RAPL counters under /sys/class/powercap, through Zeus."""
+
+    devices = ("cpu",)
+    priority = 20
+    requires = Requirements(libraries=("zeus",))
+
+    @classmethod
+    def open(cls, device: str, gpu_index: int, sync: Callable[[], None]) -> Meter:
+        monitor_cls = _zeus_monitor()
+        if not RAPL_DIR.is_dir() or not any(RAPL_DIR.glob("intel-rapl:*")):
+            raise Unsupported(f"no RAPL zones under {RAPL_DIR}")
+        monitor = monitor_cls(gpu_indices=[], cpu_indices=None)
+        if not len(monitor.cpus):
+            raise Unsupported("RAPL zones present but not readable (needs root)")
+        return cls(monitor, "rapl", sync=sync)
+
+    def describe(self) -> str:
+        return "CPU package counters"
+
+
+@dataclass(frozen=True)
+class MeterChoice:
+    meter: Meter
+    why: str  # how it was chosen, and why the better sources were not
+
+
+def choose_meter(device: str, gpu_index: int = 0, sync: Callable[[], None] = _noop) -> MeterChoice:
+    """The best energy source for a device: each registered meter that serves it, from the highest
+    priority down (nvml for CUDA; rapl, then the estimate, for the CPU; none last)."""
+    reasons = []
+    for name, entry in sorted(METERS.entries().items(), key=lambda item: -item[1].obj.priority):
+        cls = entry.obj
+        if device not in cls.devices:
+            continue
+        try:
+            if reason := cls.requires.unmet(device):
+                raise Unsupported(reason)
+            meter = cls.open(device, gpu_index, sync)
+        except Unsupported as e:
+            reasons.append(f"{name}: {e.reason}")
+            continue
+        return MeterChoice(
+            meter, f"{meter.source}: {meter.describe()}" + (f" ({'; '.join(reasons)})" if reasons else "")
+        )
+    raise Unsupported(f"no energy meter serves device {device!r}")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.errors import ConfigError, InputError, UnknownNameError
-from bench.runtimes import default_threads, runtime_names
+from bench.runtimes import default_threads, get_runtime, runtime_names
 from bench.suites import DEVICES, MODEL_SIZES, Suite
 from compress.base import Variant, parse_variant
+from models.errors import ConfigError, InputError, UnknownNameError
 
 SETUP_S_PER_CELL = 6.0  # accuracy pass, session build, warm-up: a rough figure for the estimate
 REFERENCE = Variant()
@@ -40,7 +40,7 @@ class Cell:
 
     @property
     def target(self) -> str:  # which model of the variant this runtime runs
-        return "onnx" if self.runtime == "onnxruntime" else "torch"
+        return get_runtime(self.runtime).target
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,13 @@ import torch
 
 from bench import environment
 from bench.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
-from bench.errors import TwinbenchError, Unsupported
 from bench.meters import Meter
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
 from bench.stats import summarize
 from bench.validity import energy_floor, others_cpu_seconds, validity_flags
 from compress.base import PassContext
+from models.errors import TwinbenchError, Unsupported
 from models.fingerprint import weights_sha256
 
 REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size

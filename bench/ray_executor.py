@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import ray
 
-from bench.errors import ConfigError
 from bench.executor import Progress, ShardJob, ShardResult, error_records, measure_shard_job
+from models.errors import ConfigError
 
 NODE_RESOURCE = "twinbench_node"
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 
 from bench import environment, report, summary
-from bench.errors import ConfigError, InputError, Verdict
 from bench.executor import Executor, ShardJob, ShardResult, make_executor
 from bench.meters import choose_meter
 from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards
 from bench.store import RunDir, history_path, new_run_id, try_append_history
 from bench.suites import load_suite
+from models.errors import ConfigError, InputError, Verdict
 
 
 def run(

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import UnknownNameError, Unsupported
+from models.errors import Unsupported
+from models.plugins import Registry, Requirements
 
 
 @dataclass
@@ -41,25 +42,43 @@ class RuntimeContext:
     rewrite_onnx: Callable[[Path], Path] = lambda path: path  # the variant's ONNX-level passes
 
 
-_RUNTIMES: dict[str, Callable[[torch.nn.Module, RuntimeContext], Session]] = {}
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    open: Callable[[torch.nn.Module, RuntimeContext], Session]  # the variant's model -> a session
+    target: str  # which model of a variant it runs: "torch" (the module) or "onnx" (its export)
+    requires: Requirements = Requirements()
 
 
-def register_runtime(name: str):
-    def wrap(fn):
-        _RUNTIMES[name] = fn
+RUNTIMES: Registry[Runtime] = Registry("runtime", "twinbench.runtimes")
+
+
+ANYWHERE = Requirements()
+
+
+def register_runtime(name: str, target: str = "torch", requires: Requirements = ANYWHERE):
+    """Decorator over `open(model, ctx) -> Session`: a runtime named `name`."""
+
+    def wrap(fn: Callable[[torch.nn.Module, RuntimeContext], Session]):
+        RUNTIMES.add(name, Runtime(name, fn, target, requires))
         return fn
 
     return wrap
 
 
 def runtime_names() -> list[str]:
-    return sorted(_RUNTIMES)
+    return RUNTIMES.names()
+
+
+def get_runtime(name: str) -> Runtime:
+    return RUNTIMES.get(name)
 
 
 def make_session(name: str, model: torch.nn.Module, ctx: RuntimeContext) -> Session:
-    if name not in _RUNTIMES:
-        raise UnknownNameError("runtime", name, runtime_names())
-    return _RUNTIMES[name](model, ctx)
+    runtime = get_runtime(name)
+    if reason := runtime.requires.unmet(ctx.device, runtime.target):
+        raise Unsupported(f"{name} {reason}")
+    return runtime.open(model, ctx)
 
 
 def _sync_for(device: str) -> Callable[[], None]:
@@ -104,16 +123,14 @@ def torch_compile(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     return _torch_session("torch-compile", torch.compile(model, dynamic=False), model, ctx)
 
 
-@register_runtime("torch-compile-cudagraphs")
+@register_runtime("torch-compile-cudagraphs", requires=Requirements(device="cuda", why="CUDA graphs"))
 def torch_compile_cudagraphs(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
-    if ctx.device != "cuda":
-        raise Unsupported("CUDA graphs (torch.compile mode='reduce-overhead') need a CUDA device")
     model = model.to(ctx.device).eval()
     compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
     return _torch_session("torch-compile-cudagraphs", compiled, model, ctx)
 
 
-@register_runtime("onnxruntime")
+@register_runtime("onnxruntime", target="onnx", requires=Requirements(libraries=("onnxruntime",)))
 def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     import onnxruntime as ort
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.annual import NotProjectable, Projection, Schedule, project, render_table
-from bench.errors import ConfigError, InputError, UnknownNameError, Verdict
 from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_groups, tied, ties_of
 from bench.records import Record
+from models.errors import ConfigError, InputError, UnknownNameError, Verdict
 from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import filelock
 
-from bench.errors import InputError
 from bench.records import Record
+from models.errors import InputError
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 RUNS = RESULTS / "runs"

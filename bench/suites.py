@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import ConfigError, UnknownNameError
+from models.errors import ConfigError, UnknownNameError
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEVICES = ("cpu", "cuda")

@@ -18,11 +18,8 @@ from typing import ClassVar
 
 import torch
 
-from bench.errors import ConfigError, UnknownNameError
-from bench.plugins import import_all
-
-_PASSES: dict[str, type[Pass]] = {}
-
+from models.errors import ConfigError, Unsupported
+from models.plugins import Registry, Requirements
 
 TARGETS = ("torch", "onnx")
 
@@ -48,6 +45,13 @@ class PassContext:
 @dataclass(frozen=True)
 class Pass:
     name: ClassVar[str]
+    # What it needs to run (device, compute capability, target, libraries), checked before `apply`.
+    requires: ClassVar[Requirements] = Requirements()
+
+    def check(self, ctx: PassContext) -> None:
+        """Raise `Unsupported` when this pass cannot run for `ctx`'s device and target."""
+        if reason := self.requires.unmet(ctx.device, ctx.target):
+            raise Unsupported(f"{self.name} {reason}")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
         """A new model; the input is never modified."""
@@ -62,22 +66,16 @@ class Pass:
         return asdict(self)
 
 
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    if cls.name in _PASSES:
-        raise ValueError(f"pass {cls.name!r} registered twice")
-    _PASSES[cls.name] = cls
-    return cls
+PASSES: Registry[type[Pass]] = Registry("pass", "twinbench.passes", builtin=("compress",), skip=frozenset({"base"}))
+register_pass = PASSES.register()
 
 
 def passes() -> dict[str, type[Pass]]:
-    import_all("compress", skip=frozenset({"base"}))
-    return dict(_PASSES)
+    return {name: entry.obj for name, entry in PASSES.entries().items()}
 
 
 def make_pass(name: str, **params) -> Pass:
-    if name not in passes():
-        raise UnknownNameError("pass", name, sorted(passes()))
-    cls = passes()[name]
+    cls = PASSES.get(name)
     known = {f.name for f in fields(cls)}
     if unknown := sorted(set(params) - known):
         raise ConfigError(f"pass {name}: unknown parameters {unknown} (known: {sorted(known)})")
@@ -118,6 +116,7 @@ class Variant:
 
     def build(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
         for i, p in enumerate(self.chain):
+            p.check(ctx)
             model = p.apply(model, replace(ctx, chain=self.spec[:i]))
         return model
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import Unsupported
 from compress.base import Pass, PassContext, register_pass
+from models.errors import Unsupported
 
 
 @register_pass

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from dataclasses import dataclass
 
 import torch
 
-from bench.errors import Unsupported
 from compress.base import Pass, PassContext, register_pass
+from models.plugins import Requirements
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -49,18 +48,13 @@ class Float8(Pass):
     """torchao float8 weights and activations: needs tensor cores with fp8 (compute capability 8.9+)."""
 
     name = "float8"
+    # No fp8 kernels in ONNX Runtime here: float8 variants run on torch runtimes only.
+    requires = Requirements(
+        device="cuda", compute_capability=(8, 9), targets=("torch",), libraries=("torchao",),
+        why="fp8 tensor cores, Ada/Hopper or newer",
+    )  # fmt: skip
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        if ctx.device != "cuda" or not torch.cuda.is_available():
-            raise Unsupported("float8 needs a CUDA GPU with fp8 tensor cores (Ada/Hopper or newer)")
-        if torch.cuda.get_device_capability() < (8, 9):
-            raise Unsupported(
-                f"float8 needs compute capability >= 8.9, this GPU has {torch.cuda.get_device_capability()}"
-            )
-        if ctx.target == "onnx":
-            raise Unsupported("float8 variants run on torch runtimes only (no fp8 kernels in ONNX Runtime here)")
-        if importlib.util.find_spec("torchao") is None:
-            raise Unsupported("torchao is not installed")
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
         model = copy.deepcopy(model)

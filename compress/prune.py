@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.utils.prune  # a submodule torch does not import by itself
 
-from bench.errors import Unsupported
 from compress.base import Pass, PassContext, register_pass
+from models.errors import Unsupported
 
 
 def prunable_weights(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:

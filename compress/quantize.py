@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import Unsupported
 from compress.base import Pass, PassContext, register_pass
+from models.errors import Unsupported
+from models.plugins import Requirements
 
 
 @register_pass
@@ -26,12 +26,11 @@ class QuantDynamicInt8(Pass):
     """
 
     name = "quant-dynamic-int8"
+    requires = Requirements(target_libraries=(("torch", "torchao"), ("onnx", "onnxruntime")))
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
         if ctx.target == "onnx":  # exported in fp32; ORT's quantizer rewrites the graph (apply_onnx)
             return model
-        if importlib.util.find_spec("torchao") is None:
-            raise Unsupported("torchao is not installed: no int8 dynamic quantization for torch runtimes")
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
         model = copy.deepcopy(model)
@@ -120,6 +119,8 @@ class QuantStaticInt8(Pass):
     # outliers that would stretch a min/max range (tried on the transformer: MinMax and Entropy
     # cost 7 % validation MAE, Percentile 4.7 %).
     method: str = "percentile"
+    # A QDQ graph for ONNX Runtime; torch runtimes have no equivalent here.
+    requires = Requirements(targets=("onnx",), libraries=("onnxruntime",))
 
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
@@ -128,9 +129,7 @@ class QuantStaticInt8(Pass):
             raise ValueError(f"method must be one of {sorted(CALIBRATION_METHODS)}, got {self.method!r}")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        if ctx.target == "torch":
-            raise Unsupported("static QDQ int8 is an ONNX Runtime graph; torch runtimes have no equivalent here")
-        return model
+        return model  # exported in fp32; ORT's quantizer rewrites the graph (apply_onnx)
 
     def apply_onnx(self, path: Path, ctx: PassContext) -> Path:
         import onnx

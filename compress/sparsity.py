@@ -7,22 +7,20 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import Unsupported
 from compress.base import Pass, PassContext, register_pass
+from models.plugins import Requirements
 
 
 @register_pass
 @dataclass(frozen=True)
 class Sparsity24(Pass):
     name = "sparsity-2:4"
+    # ONNX Runtime here has no 2:4 sparse kernels.
+    requires = Requirements(
+        device="cuda", compute_capability=(8, 0), targets=("torch",), why="sparse tensor cores, Ampere or newer"
+    )
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        if ctx.device != "cuda" or not torch.cuda.is_available():
-            raise Unsupported("2:4 semi-structured sparsity runs on CUDA sparse tensor cores (Ampere+) only")
-        if torch.cuda.get_device_capability() < (8, 0):
-            raise Unsupported("2:4 sparsity needs compute capability >= 8.0")
-        if ctx.target == "onnx":
-            raise Unsupported("ONNX Runtime here has no 2:4 sparse kernels")
         from torch.sparse import to_sparse_semi_structured
 
         model = copy.deepcopy(model)

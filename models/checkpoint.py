@@ -24,7 +24,7 @@ import safetensors.torch
 import torch
 from filelock import FileLock, Timeout
 
-from bench.errors import TwinbenchError
+from models.errors import TwinbenchError
 from models.grid.cache import cache_root
 from models.training import TrainingTimeLimit
 

@@ -99,8 +99,8 @@ def load_exported(folder: Path) -> torch.nn.Module:
 
     import safetensors.torch
 
-    from bench.errors import InputError
     from models.checkpoint import identity
+    from models.errors import InputError
     from models.fingerprint import weights_sha256
 
     spec = json.loads((folder / "variant.json").read_text())

@@ -14,14 +14,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.errors import UnknownNameError
-from bench.plugins import import_all
+from models.errors import UnknownNameError
+from models.plugins import Registry
 
 # A runtime-neutral inference function: numpy inputs in, numpy output out (torch, ONNX Runtime, ...).
 PredictFn = Callable[..., np.ndarray]
 SPLITS = {"train": 0, "val": 1, "test": 2}
-
-_TWINS: dict[str, type[Twin]] = {}
 
 
 @dataclass(frozen=True)
@@ -115,26 +113,20 @@ class Twin(ABC):
         return SPLITS[split]
 
 
-def register_twin(cls: type[Twin]) -> type[Twin]:
-    if cls.name in _TWINS:
-        raise ValueError(f"twin {cls.name!r} registered twice")
-    _TWINS[cls.name] = cls
-    return cls
+TWINS: Registry[type[Twin]] = Registry("twin", "twinbench.twins", builtin=("models.twins",))
+register_twin = TWINS.register()
 
 
 def twins() -> dict[str, type[Twin]]:
-    import_all("models.twins")
-    return dict(_TWINS)
+    return {name: entry.obj for name, entry in TWINS.entries().items()}
 
 
 def twin_names() -> list[str]:
-    return sorted(twins())
+    return TWINS.names()
 
 
 def get_twin(name: str) -> type[Twin]:
-    if name not in twins():
-        raise UnknownNameError("twin", name, twin_names())
-    return twins()[name]
+    return TWINS.get(name)
 
 
 def input_scale(std: np.ndarray) -> np.ndarray:

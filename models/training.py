@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from bench.errors import TwinbenchError
+from models.errors import TwinbenchError
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from bench.annual import NotProjectable, Schedule, parse_rate, project, render_table
-from bench.errors import ConfigError
 from bench.records import Record
+from models.errors import ConfigError
 
 YEAR_S = 365 * 86400  # 31 536 000 s
 

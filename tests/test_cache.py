@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import CacheError
+from models.errors import CacheError
 from models.grid import GridDataConfig, ensure_grid, load_grid
 from models.grid.cache import ARRAYS, FILES, grid_dir
 

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.errors import TwinbenchError
 from models import training
 from models.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, train_or_load
+from models.errors import TwinbenchError
 from models.registry import get_twin
 from models.training import FitConfig, fit
 

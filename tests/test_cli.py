@@ -7,7 +7,7 @@ import pytest
 
 from bench import suites
 from bench.cli import main
-from bench.errors import ConfigError, UnknownNameError
+from models.errors import ConfigError, UnknownNameError
 from models.registry import get_twin, twin_names
 
 from .conftest import SMOKE_GRID

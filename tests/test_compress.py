@@ -9,11 +9,11 @@ import torch
 
 from bench import suites
 from bench.cli import main
-from bench.errors import ConfigError, UnknownNameError, Unsupported
 from bench.store import RunDir, run_folders
 from compress.base import PassContext, Variant, make_pass, parse_variant
 from compress.prune import prunable_weights
 from models.checkpoint import train_or_load
+from models.errors import ConfigError, UnknownNameError, Unsupported
 from models.export import export_onnx, ort_predict_fn, torch_predict_fn
 from models.registry import get_twin
 
@@ -71,7 +71,7 @@ def test_ort_dynamic_int8_artifact_is_smaller_and_close(smoke_grid, tmp_path):
 def test_gpu_only_passes_are_unsupported_on_cpu(gnn, tmp_path, name):
     twin, model = gnn
     with pytest.raises(Unsupported, match="CUDA"):
-        make_pass(name).apply(model, _ctx(twin, tmp_path))
+        Variant((make_pass(name),)).build(model, _ctx(twin, tmp_path))
 
 
 def test_diffusion_steps_shortens_the_loop_only_for_diffusion(smoke_grid, gnn, tmp_path):
@@ -156,8 +156,8 @@ def test_static_int8_is_calibrated_smaller_and_close(trained, tmp_path):
     assert qdq != fp32 and qdq.stat().st_size < 0.5 * fp32.stat().st_size
     ref = twin.evaluate(ort_predict_fn(fp32), "val").value
     assert twin.evaluate(ort_predict_fn(qdq), "val").value == pytest.approx(ref, rel=0.10)
-    with pytest.raises(Unsupported, match="ONNX Runtime"):
-        make_pass("quant-static-int8").apply(model, _ctx(twin, tmp_path, "torch"))
+    with pytest.raises(Unsupported, match="onnx runtimes only, not torch"):
+        Variant((make_pass("quant-static-int8"),)).build(model, _ctx(twin, tmp_path, "torch"))
 
 
 # The smoke suite's student: tests and the smoke run share its cached weights.

@@ -8,10 +8,10 @@ import pytest
 from bench.annual import Schedule
 from bench.cli import main
 from bench.compare import compare
-from bench.errors import ConfigError, InputError, UnknownNameError
 from bench.records import Record
 from bench.select import Constraints, Infeasible, Where, render, select
 from bench.store import append_history, history, load_records, promote_baseline
+from models.errors import ConfigError, InputError, UnknownNameError
 
 
 def rec(variant, runtime="torch-eager", *, energy=1.0, loss=0.0, p99=1.0, mem=100.0, batch=1, ci=0.02, p50=None,

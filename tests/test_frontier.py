@@ -204,8 +204,8 @@ def test_summary_shows_tied_cells_together_and_states_the_rule():
 def test_the_frontier_can_be_drawn_against_any_quality_metric():
     from dataclasses import replace
 
-    from bench.errors import UnknownNameError
     from bench.frontier import against_metric
+    from models.errors import UnknownNameError
 
     ref = replace(rec("reference", 1.0, 0.0), quality_metrics={"vm_mae": 0.010, "vm_violation_recall": 0.80})
     small = replace(rec("small", 0.5, 3.0), quality_metrics={"vm_mae": 0.012, "vm_violation_recall": 0.60})

@@ -11,10 +11,10 @@ import pytest
 
 from bench.cli import main
 from bench.compare import compare
-from bench.errors import ConfigError, InputError
 from bench.runner import run
 from bench.select import Constraints, export, select
 from bench.store import RunDir, new_run_id, promote_baseline, run_folders
+from models.errors import ConfigError, InputError
 from tests.conftest import SMOKE_GRID
 from tests.test_decide import RECORDS, _write_run
 

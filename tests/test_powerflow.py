@@ -6,7 +6,7 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from bench.errors import DataError
+from models.errors import DataError
 from models.grid.powerflow import NetworkModel, power_mismatch_pu, solve_power_flow
 
 TOL_PU = 1e-6

@@ -203,7 +203,7 @@ def test_run_writes_summary_and_a_report(matrix_run):
 
 def test_resume_repairs_a_record_cut_mid_write(smoke_run, tmp_path):
     """A crash mid-write left half a line; the next record used to be appended onto it and lost."""
-    from bench.errors import InputError
+    from models.errors import InputError
 
     path, _ = smoke_run
     copy = tmp_path / "runs" / path.name
@@ -232,9 +232,9 @@ def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, 
     artifact or a changed weights cache is refused and leaves nothing behind."""
     from dataclasses import replace
 
-    from bench.errors import InputError
     from bench.select import Constraints, export, select
     from bench.store import load_records
+    from models.errors import InputError
 
     _, paths = matrix_run
     moved = tmp_path / "moved" / paths[0].name

@@ -7,11 +7,11 @@ import os
 import pytest
 
 from bench import suites
-from bench.errors import ConfigError, InputError
 from bench.plan import REFERENCE, RunPlan, estimate_shard_seconds, estimate_wall_seconds, make_plan, make_shards
 from bench.runner import run
 from bench.store import RunDir, run_folders
 from bench.suites import load_suite
+from models.errors import ConfigError, InputError
 
 SUITE = """
 description = "two variants of the GNN, fast windows"

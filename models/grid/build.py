@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import CacheError, DataError
+from models.errors import CacheError, DataError
 from models.grid.cache import GridDataConfig, write_cache
 from models.grid.powerflow import NetworkModel, power_mismatch_pu, solve_power_flow
 from models.grid.streams import deduplicate_channels, time_split, train_stats

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import CacheError
+from models.errors import CacheError
 
 # Bump when the layout or meaning of any cached array changes: older caches are then stale.
 FORMAT_VERSION = 1

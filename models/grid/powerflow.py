@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.errors import DataError
+from models.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def references():
 
 @pytest.mark.parametrize("twin_name, variant, runtime", CASES, ids=[f"{t}-{v.id}-{r}" for t, v, r in CASES])
 def test_nightly_latency(benchmark, references, tmp_path, twin_name, variant, runtime):
-    from bench.errors import Unsupported
+    from models.errors import Unsupported
 
     twin, model = references(twin_name)
     batch = max(SIZED.measure.batch_sizes)
