@@ -2,7 +2,7 @@
 
 Per twin and batch size: quality loss vs joules per inference (log axis), the Pareto frontier as a
 line, estimated energy drawn as open markers (measured: filled) and never on a measured frontier;
-hover shows variant, lineage, CI and flags. For the diffusion twin, CRPS against sampling steps. A
+hover shows variant, lineage, CI and flags. For twins that sample in steps, quality against sampling steps. A
 sortable table of every cell, the validity flags, what was not measured and why, the environment.
 
 Records and environment.json come from files people share (baselines, runs from other machines), so
@@ -189,8 +189,9 @@ def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
     return fig
 
 
-def _steps_curve(records: list[Record]):
-    """Diffusion CRPS against sampling steps: the plain fewer-steps sweep and the distilled students."""
+def _steps_curve(twin: str, records: list[Record]):
+    """Quality against sampling steps, for a twin whose models sample in steps (its `model_info`
+    says `sampling_steps`): the plain fewer-steps sweep and the step-distilled students."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -216,10 +217,11 @@ def _steps_curve(records: list[Record]):
                         hoverinfo="text",
                     )
                 )
+    metric = _text(ok[0].quality_metric) if ok else "quality"
     fig.update_layout(
-        title="diffusion-forecaster: CRPS vs DDIM sampling steps",
+        title=f"{_text(twin)}: {metric} vs sampling steps",
         xaxis={"type": "log", "title": "sampling steps"},
-        yaxis={"title": "CRPS of vm_pu (lower is better)"},
+        yaxis={"title": f"{metric} (lower is better)"},
         margin={"t": 60, "l": 70, "r": 20, "b": 60},
     )
     return fig
@@ -309,9 +311,12 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
         by_chart[(r.twin, r.grid, r.batch_size)].append(r)
     for (twin, grid, batch), members in sorted(by_chart.items()):
         charts.append(_scatter(twin, grid, batch, members))
-    diffusion = [r for r in records if r.twin == "diffusion-forecaster"]
-    if any(r.model_info.get("sampling_steps") for r in diffusion):
-        charts.append(_steps_curve(diffusion))
+    by_twin: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_twin[r.twin].append(r)
+    for twin, members in sorted(by_twin.items()):
+        if any(r.model_info.get("sampling_steps") for r in members if r.status == "ok"):
+            charts.append(_steps_curve(twin, members))
     # Trusted as markup: plotly's output, whose JSON escapes < > / (no </script> breakout) and whose
     # record text _text() escaped before it entered the figure.
     parts = [
