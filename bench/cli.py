@@ -148,7 +148,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             twin, model, meta, trained = _reference(twin_cls, grid, suite.model_size, args.retrain, device)
             evaluation = twin.evaluate(torch_predict_fn(model), args.split)
             summary = meta["summary"]
-            how = f"{summary['train_seconds']:.0f} s, {summary['epochs']} epochs" + ("" if trained else " (cached)")
+            how = f"{summary['train_seconds']:.0f} s, {summary['epochs']} epochs" if "epochs" in summary else ""
+            how = (how or summary.get("source", "")) + ("" if trained else " (cached)")
             for name, scores in evaluation.baselines.items():
                 margin = evaluation.margin_pct(name)
                 required = name in twin.required_baselines

@@ -21,7 +21,10 @@ from bench.meters import choose_meter, visible_gpu_index
 from bench.plan import RunPlan, Shard, estimate_shard_seconds
 from bench.protocol import ShardContext, measure_shard
 from bench.records import Record
+from models.checkpoint import train_or_load
 from models.errors import ConfigError
+from models.grid.cache import load_grid
+from models.registry import get_twin
 
 EXECUTORS = ("local", "ray")
 
@@ -54,10 +57,6 @@ def measure_shard_job(
     """What a worker does with a job: the shard's twin from the grid cache and checkpoint cache
     (trained there once, under the checkpoint's lock, if no one has yet), the energy meter of the
     device this process was given, then the protocol."""
-    from models.checkpoint import train_or_load
-    from models.grid.cache import load_grid
-    from models.registry import get_twin
-
     plan, shard = job.plan, job.shard
     torch.set_num_threads(plan.threads)
     cuda = plan.device == "cuda"

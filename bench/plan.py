@@ -20,6 +20,7 @@ from bench.runtimes import default_threads, get_runtime, runtime_names
 from bench.suites import DEVICES, MODEL_SIZES, Suite
 from compress.base import Variant, parse_variant
 from models.errors import ConfigError, InputError, UnknownNameError
+from models.registry import get_twin
 
 SETUP_S_PER_CELL = 6.0  # accuracy pass, session build, warm-up: a rough figure for the estimate
 REFERENCE = Variant()
@@ -131,8 +132,6 @@ def make_plan(
     suite: Suite, device: str | None = None, twin: str | None = None, runtime: str | None = None,
     threads: int | None = None, variants: list[str] | None = None, seed: int = 0,
 ) -> RunPlan:  # fmt: skip
-    from models.registry import get_twin
-
     device = device or suite.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but CUDA is not available here (use --device cpu)")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from models.errors import Unsupported
+from models.export import export_onnx
 from models.plugins import Registry, Requirements
 
 
@@ -133,8 +134,6 @@ def torch_compile_cudagraphs(model: torch.nn.Module, ctx: RuntimeContext) -> Ses
 @register_runtime("onnxruntime", target="onnx", requires=Requirements(libraries=("onnxruntime",)))
 def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     import onnxruntime as ort
-
-    from models.export import export_onnx
 
     twin = ctx.twin
     exported = ctx.workdir / f"{ctx.artifact_stem or twin.name}.onnx"

@@ -17,6 +17,9 @@ from typing import ClassVar
 from bench.annual import NotProjectable, Projection, Schedule, project, render_table
 from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_groups, tied, ties_of
 from bench.records import Record
+from bench.suites import load_suite
+from compress.replay import rebuild_variant
+from models.checkpoint import identity
 from models.errors import ConfigError, InputError, UnknownNameError, Verdict
 from models.fingerprint import files_sha256, onnx_files, weights_sha256
 
@@ -340,10 +343,6 @@ def _stage_torch(r: Record, out: Path) -> list[tuple[Path, str]]:
     temporary names, after checking the rebuilt weights are the ones the record measured."""
     import safetensors.torch
 
-    from bench.suites import load_suite
-    from models.checkpoint import identity
-    from models.export import rebuild_variant
-
     model_size = load_suite(r.suite).model_size
     chain = [{"pass": s["pass"], **s["params"]} for s in r.lineage]
     twin, model = rebuild_variant(r.twin, r.grid, model_size, chain, out)  # an export reuses what was measured
@@ -364,5 +363,5 @@ def _stage_torch(r: Record, out: Path) -> list[tuple[Path, str]]:
     spec = out / ".variant.json.tmp"
     spec.write_text(json.dumps({"reference": identity(twin), "model_size": model_size,
                                 "chain": chain, "variant_id": r.variant_id, "weights_sha256": actual,
-                                "rebuild": "models.export.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
+                                "rebuild": "compress.replay.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
     return [(weights, "weights.safetensors"), (spec, "variant.json")]

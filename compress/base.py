@@ -66,7 +66,9 @@ class Pass:
         return asdict(self)
 
 
-PASSES: Registry[type[Pass]] = Registry("pass", "twinbench.passes", builtin=("compress",), skip=frozenset({"base"}))
+PASSES: Registry[type[Pass]] = Registry(
+    "pass", "twinbench.passes", builtin=("compress",), skip=frozenset({"base", "replay"})
+)
 register_pass = PASSES.register()
 
 

@@ -1,14 +1,17 @@
-"""Fewer DDIM sampling steps for the diffusion twin: the same weights, a shorter loop."""
+"""Fewer sampling steps for a twin that samples in steps (`SteppedSampling`, e.g. the diffusion
+forecaster's DDIM loop): the same weights on a shorter loop, or step-distilled students."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
 from compress.base import Pass, PassContext, register_pass
+from models.checkpoint import train_or_load_variant
 from models.errors import Unsupported
+from models.registry import SteppedSampling, TrainableTwin
+from models.training import recovery
 
 
 @register_pass
@@ -22,15 +25,8 @@ class DiffusionSteps(Pass):
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        from models.twins.diffusion_forecaster import DiffusionForecaster, ddim_timesteps
-
-        if not isinstance(model, DiffusionForecaster):
-            raise Unsupported("diffusion-steps applies to the diffusion-forecaster twin only")
-        if self.steps > len(model.alpha_bar):
-            raise Unsupported(f"{self.steps} steps exceed the {len(model.alpha_bar)} training steps")
-        model = copy.deepcopy(model)
-        model.timesteps = ddim_timesteps(len(model.alpha_bar), self.steps)
-        return model
+        twin = _stepped(ctx.twin, model, self.name)
+        return twin.with_sampling_steps(model, self.steps)
 
 
 @register_pass
@@ -49,22 +45,27 @@ class DiffusionStepDistill(Pass):
             raise ValueError("rounds and max_epochs must be >= 1")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        from models.checkpoint import train_or_load_variant
-        from models.training import recovery
-        from models.twins.diffusion_forecaster import DiffusionForecaster
-
-        if not isinstance(model, DiffusionForecaster):
-            raise Unsupported("diffusion-step-distill applies to the diffusion-forecaster twin only")
-        twin = ctx.twin
+        twin = _stepped(ctx.twin, model, self.name)
+        if not isinstance(twin, TrainableTwin):
+            raise Unsupported(f"{self.name} trains students, and twin {twin.name} cannot train")
         # Fine-tuning from the teacher's weights: a lower learning rate than training from scratch.
         fit_cfg = recovery(twin.config.fit, self.max_epochs)
         teacher = model
         for r in range(self.rounds):
-            if len(teacher.timesteps) < 2:
-                raise Unsupported(f"round {r + 1}: the teacher already samples in one step")
-            student = copy.deepcopy(teacher)
-            student.timesteps = teacher.timesteps[::2]
+            try:
+                student = twin.halved_student(teacher)
+            except Unsupported as e:
+                raise Unsupported(f"round {r + 1}: {e.reason}") from e
             train = lambda m, t=teacher: twin.train_step_student(m, t, ctx.log, fit_cfg, ctx.device)  # noqa: E731
             student, _ = train_or_load_variant(twin, ctx.cache_key(self, round=r + 1), student, train, ctx.log)
             teacher = student.eval()
         return teacher
+
+
+def _stepped(twin, model: torch.nn.Module, what: str) -> SteppedSampling:
+    """`twin`, if it samples in steps and `model` is its own model (not a precision wrapper)."""
+    if not isinstance(twin, SteppedSampling):
+        raise Unsupported(f"{what} applies to twins that sample in steps; {twin.name} does not")
+    if not twin.owns(model):
+        raise Unsupported(f"{what} needs the twin's own model class, got {type(model).__name__}")
+    return twin

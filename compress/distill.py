@@ -7,7 +7,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from compress.base import Pass, PassContext, register_pass
+from models.checkpoint import train_or_load_variant
 from models.errors import Unsupported
+from models.registry import SteppedSampling, TrainableTwin
+from models.training import Distillation
 
 
 @register_pass
@@ -32,16 +35,15 @@ class Distill(Pass):
             raise ValueError("max_epochs must be >= 1")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
-        from models.checkpoint import train_or_load_variant
-        from models.training import Distillation
-
         twin = ctx.twin
-        student_twin = type(twin)(twin.grid, type(twin).scaled_config(twin.config, self.width, self.depth))
-        student = student_twin.build_model()
-        if type(model) is not type(student):
+        if not isinstance(twin, TrainableTwin):
+            raise Unsupported(f"distill trains a student, and twin {twin.name} cannot train")
+        if not twin.owns(model):
             raise Unsupported(f"distill needs a teacher of the twin's own model class, got {type(model).__name__}")
-        if hasattr(model, "timesteps"):  # a diffusion teacher with fewer sampling steps keeps them
-            student.timesteps = model.timesteps
+        student_twin = twin.student(self.width, self.depth)
+        student = student_twin.build_model()
+        if isinstance(twin, SteppedSampling):  # a teacher with fewer sampling steps keeps them
+            twin.copy_sampling(model, student)
         fit_cfg = student_twin.config.fit
         if self.max_epochs is not None:
             fit_cfg = replace(fit_cfg, max_epochs=self.max_epochs, patience=min(fit_cfg.patience, self.max_epochs))

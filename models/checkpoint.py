@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from models.errors import TwinbenchError
 from models.grid.cache import cache_root
+from models.registry import TrainableTwin
 from models.training import TrainingTimeLimit
 
 # 2: the meta holds `weights_sha256`, and the fit config's max_seconds left the identity.
@@ -57,7 +58,16 @@ def identity(twin, chain: tuple = ()) -> dict:
         "config": config,
         "data_hash": twin.grid.content_hash,
     }
+    if (shipped := twin.shipped_weights()) is not None:  # other shipped weights: another checkpoint
+        ident["shipped_weights_sha256"] = _file_sha256(shipped)
     return {**ident, "variant_chain": list(chain)} if chain else ident
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:
+        raise CheckpointError(f"cannot read the twin's shipped weights {path}: {e}") from e
 
 
 def checkpoint_path(twin, root: Path | None = None, chain: tuple = ()) -> Path:
@@ -210,12 +220,28 @@ def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = Fal
         meta = None if retrain else _load_cached(twin, model, path, (), log)
         if meta is not None:
             return model, meta, False
-        log(f"training {what} ({device})")
-        with _naming_the_twin(what):
-            summary = {**twin.train(model, log, device=device), "device": device}
+        if isinstance(twin, TrainableTwin):
+            log(f"training {what} ({device})")
+            with _naming_the_twin(what):
+                summary = {**twin.train(model, log, device=device), "device": device}
+        else:
+            summary = _load_shipped(twin, model, log)
         save_checkpoint(twin, model, path, summary)
         # Reloaded, so the model returned holds exactly the bytes that were saved and hashed.
         return model, load_checkpoint(twin, model, path), True
+
+
+def _load_shipped(twin, model: torch.nn.Module, log) -> dict:
+    """A twin that does not train: its shipped weights loaded strictly (then cached like trained ones)."""
+    shipped = twin.shipped_weights()
+    if shipped is None:
+        raise CheckpointError(f"twin {twin.name} neither trains nor ships trained weights (shipped_weights())")
+    log(f"loading the shipped weights of {twin.name}: {shipped}")
+    try:
+        _load_state(model, safetensors.torch.load(Path(shipped).read_bytes()))
+    except Exception as e:  # unreadable, not safetensors, or not this model's tensors
+        raise CheckpointError(f"cannot load the shipped weights {shipped} into {type(model).__name__}: {e}") from e
+    return {"source": "shipped weights", "file": str(shipped), "stopped": "not trained (shipped weights)"}
 
 
 def train_or_load_variant(twin, chain: tuple, model: torch.nn.Module, train, log=print, root: Path | None = None):

@@ -1,8 +1,15 @@
 """The twin interface and its registry.
 
-A twin is one module in `models/twins/` holding a `Twin` subclass decorated with `@register_twin`:
-its config, data windows, model, training and evaluation sit together, so adding a twin touches one
-file. `twins()` imports the modules on first use.
+A twin is one module holding a `Twin` subclass decorated with `@register_twin`: its config, data
+windows, model, evaluation and (for a `TrainableTwin`) training sit together, so adding a twin
+touches one file. The built-in twins live in `models/twins/`; other packages add theirs through the
+`twinbench.twins` entry-point group. `twins()` discovers both on first use.
+
+What every twin provides: a model to build, the inputs and targets of a split, example inputs, an
+evaluation, model facts. What only some have, as hooks that the compression passes ask for:
+training (`TrainableTwin`: pruning's recovery, distillation), a structured-pruning rule
+(`prune_structured`), and sampling steps that can be cut (`SteppedSampling`). A twin that cannot
+train ships its trained weights instead (`shipped_weights`).
 """
 
 from __future__ import annotations
@@ -10,11 +17,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 
-from models.errors import UnknownNameError
+from models.errors import UnknownNameError, Unsupported
 from models.plugins import Registry
 
 # A runtime-neutral inference function: numpy inputs in, numpy output out (torch, ONNX Runtime, ...).
@@ -41,7 +50,7 @@ class Evaluation:
 
 
 class Twin(ABC):
-    """A reference twin bound to one grid's data and one config."""
+    """A twin bound to one grid's data and one config: what every twin, trainable or not, provides."""
 
     name: ClassVar[str]
     # Bump when the model's code changes what its weights or buffers mean: cached checkpoints of
@@ -65,22 +74,8 @@ class Twin(ABC):
         """The frozen config of a size: 'smoke' (2 CPU cores, <= 60 s training) or 'full' (GPU)."""
 
     @abstractmethod
-    def build_model(self):
+    def build_model(self) -> torch.nn.Module:
         """A fresh inference module: `module(*inputs) -> output`, inputs as in `inputs()`."""
-
-    @abstractmethod
-    def train(self, model, log: Callable[[str], None], *, fit_cfg=None, distill=None, device: str = "cpu") -> dict:
-        """Train `model` in place (deterministic, early stopping on validation); return a summary.
-
-        fit_cfg (a models.training.FitConfig) replaces the config's schedule, e.g. for a short
-        recovery fine-tune; distill (models.training.Distillation) adds a teacher to the loss;
-        device is where training runs ('cuda' on a GPU machine). The model ends on the CPU.
-        """
-
-    @classmethod
-    @abstractmethod
-    def scaled_config(cls, config, width: float, depth: float):
-        """`config` with its widths scaled by `width` and its depth by `depth`: a distillation student."""
 
     @abstractmethod
     def inputs(self, split: str) -> tuple[np.ndarray, ...]:
@@ -107,10 +102,72 @@ class Twin(ABC):
         """Facts about a (variant's) model worth recording beside its measurements."""
         return {}
 
+    def shipped_weights(self) -> Path | None:
+        """A twin that does not train names its trained weights here (a safetensors file holding
+        `build_model()`'s state dict); they are checked and cached like trained ones."""
+        return None
+
+    def owns(self, model: torch.nn.Module) -> bool:
+        """Is `model` this twin's own model class (not wrapped by a precision pass, say)? Passes
+        that rewrite a twin's layers ask before they touch it."""
+        return type(model) is type(self.build_model())
+
+    def prune_structured(self, model: torch.nn.Module, ratio: float) -> None:
+        """Remove a `ratio` of `model`'s hidden units, channels or heads, in place, so its layers
+        really get smaller. Twins that know how override this."""
+        raise Unsupported(f"twin {self.name} has no structured-pruning rule")
+
     def split_index(self, split: str) -> int:
         if split not in SPLITS:
             raise UnknownNameError("split", split, list(SPLITS))
         return SPLITS[split]
+
+
+class TrainableTwin(Twin):
+    """A twin that trains its own model: the reference, recovery after pruning, students."""
+
+    @abstractmethod
+    def train(self, model, log: Callable[[str], None], *, fit_cfg=None, distill=None, device: str = "cpu") -> dict:
+        """Train `model` in place (deterministic, early stopping on validation); return a summary.
+
+        fit_cfg (a models.training.FitConfig) replaces the config's schedule, e.g. for a short
+        recovery fine-tune; distill (models.training.Distillation) adds a teacher to the loss;
+        device is where training runs ('cuda' on a GPU machine). The model ends on the CPU.
+        """
+
+    @classmethod
+    @abstractmethod
+    def scaled_config(cls, config, width: float, depth: float):
+        """`config` with its widths scaled by `width` and its depth by `depth`: a distillation student."""
+
+    def student(self, width: float, depth: float) -> TrainableTwin:
+        """This twin with a scaled config: the twin that trains a distillation student."""
+        return type(self)(self.grid, type(self).scaled_config(self.config, width, depth))
+
+
+class SteppedSampling(ABC):
+    """A twin whose model samples in a number of denoising steps that can be cut (same weights,
+    fewer steps) or distilled (a student that lands in one step where its teacher takes two)."""
+
+    @abstractmethod
+    def sampling_steps(self, model: torch.nn.Module) -> int:
+        """How many steps `model` samples in."""
+
+    @abstractmethod
+    def with_sampling_steps(self, model: torch.nn.Module, steps: int) -> torch.nn.Module:
+        """A copy of `model` that samples in `steps` steps (Unsupported beyond what it was trained for)."""
+
+    @abstractmethod
+    def copy_sampling(self, source: torch.nn.Module, target: torch.nn.Module) -> None:
+        """Make `target` sample on `source`'s steps (a student keeps its teacher's steps)."""
+
+    @abstractmethod
+    def halved_student(self, teacher: torch.nn.Module) -> torch.nn.Module:
+        """A copy of `teacher` sampling in every other of its steps: one round of step distillation."""
+
+    @abstractmethod
+    def train_step_student(self, student, teacher, log: Callable[[str], None], fit_cfg, device: str) -> dict:
+        """Train `student` (from `halved_student`) to do in one step what `teacher` does in two."""
 
 
 TWINS: Registry[type[Twin]] = Registry("twin", "twinbench.twins", builtin=("models.twins",))

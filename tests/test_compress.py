@@ -80,7 +80,7 @@ def test_diffusion_steps_shortens_the_loop_only_for_diffusion(smoke_grid, gnn, t
     model = twin.build_model()
     fewer = make_pass("diffusion-steps", steps=3).apply(model, _ctx(twin, tmp_path))
     assert len(fewer.timesteps) == 3 and len(model.timesteps) == twin.config.sample_steps
-    with pytest.raises(Unsupported, match="diffusion-forecaster"):
+    with pytest.raises(Unsupported, match="twins that sample in steps; grid-gnn does not"):
         make_pass("diffusion-steps", steps=3).apply(gnn[1], _ctx(gnn[0], tmp_path))
 
 
@@ -196,7 +196,7 @@ def test_step_distilled_diffusion_student_halves_the_steps(trained, tmp_path):
     assert quality.value < 1.1 * twin.evaluate(torch_predict_fn(model), "val").value
     assert quality.margin_pct("climatology") > 0
     gnn_twin, gnn_model = trained["grid-gnn"]
-    with pytest.raises(Unsupported, match="diffusion-forecaster"):
+    with pytest.raises(Unsupported, match="twins that sample in steps; grid-gnn does not"):
         make_pass("diffusion-step-distill").apply(gnn_model, _ctx(gnn_twin, tmp_path))
 
 

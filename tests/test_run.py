@@ -179,7 +179,8 @@ def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tm
     """A pruned, fine-tuned torch variant: safetensors weights + lineage rebuild the same module."""
     from bench.select import Constraints, export, select
     from bench.store import load_records
-    from models.export import load_exported, torch_predict_fn
+    from compress.replay import load_exported
+    from models.export import torch_predict_fn
     from models.registry import get_twin
 
     records, _ = load_records(matrix_run[1][0])

@@ -22,8 +22,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.errors import Unsupported
 from models.grid.streams import window_starts
-from models.registry import Evaluation, PredictFn, Twin, input_scale, register_twin
+from models.registry import (
+    Evaluation,
+    PredictFn,
+    SteppedSampling,
+    TrainableTwin,
+    input_scale,
+    register_twin,
+)
+from models.surgery import keep_rows, shrink_pair
 from models.training import Distillation, FitConfig, fit, teacher_on
 
 STEPS_PER_DAY = 96
@@ -223,7 +232,7 @@ def interval90_coverage(samples: np.ndarray, target: np.ndarray) -> float:
 
 
 @register_twin
-class DiffusionForecasterTwin(Twin):
+class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
     name = "diffusion-forecaster"
     version = 1
     summary = "conditional denoising diffusion (DDPM-trained, DDIM sampling) over future bus vm_pu trajectories"
@@ -472,6 +481,40 @@ class DiffusionForecasterTwin(Twin):
     def model_info(self, model) -> dict:
         inner = getattr(model, "inner", model)  # a precision wrapper holds the forecaster
         return {"sampling_steps": len(inner.timesteps)} if hasattr(inner, "timesteps") else {}
+
+    def sampling_steps(self, model: DiffusionForecaster) -> int:
+        return len(model.timesteps)
+
+    def with_sampling_steps(self, model: DiffusionForecaster, steps: int) -> DiffusionForecaster:
+        """The same weights on a shorter DDIM loop."""
+        if steps > len(model.alpha_bar):
+            raise Unsupported(f"{steps} steps exceed the {len(model.alpha_bar)} training steps")
+        model = copy.deepcopy(model)
+        model.timesteps = ddim_timesteps(len(model.alpha_bar), steps)
+        return model
+
+    def copy_sampling(self, source: DiffusionForecaster, target: DiffusionForecaster) -> None:
+        target.timesteps = source.timesteps
+
+    def halved_student(self, teacher: DiffusionForecaster) -> DiffusionForecaster:
+        if len(teacher.timesteps) < 2:
+            raise Unsupported("the teacher already samples in one step")
+        student = copy.deepcopy(teacher)
+        student.timesteps = teacher.timesteps[::2]
+        return student
+
+    def prune_structured(self, model: DiffusionForecaster, ratio: float) -> None:
+        """The denoiser's inner residual-block channels (with the FiLM rows that modulate them), its
+        time-MLP units and the history encoder's channels; the residual stream keeps its width."""
+        denoiser = model.denoiser
+        shrink_pair(denoiser.time_mlp[0], denoiser.time_mlp[2], ratio)
+        for block in denoiser.blocks:
+            keep = shrink_pair(block.conv1, block.conv2, ratio)
+            hidden = block.film.out_features // 2
+            keep_rows(block.film, torch.cat([keep, hidden + keep]))
+        enc = model.encoder  # Conv -> SiLU -> Conv(stride 4) -> SiLU -> Conv(stride 4) -> ... -> Linear
+        shrink_pair(enc[0], enc[2], ratio)
+        shrink_pair(enc[2], enc[4], ratio)
 
     def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng(seed)

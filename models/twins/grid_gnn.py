@@ -16,7 +16,8 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from models.grid.powerflow import NetworkModel, solve_power_flow
-from models.registry import Evaluation, PredictFn, Twin, batched, input_scale, register_twin
+from models.registry import Evaluation, PredictFn, TrainableTwin, batched, input_scale, register_twin
+from models.surgery import shrink_pair
 from models.training import Distillation, FitConfig, fit, teacher_on
 
 
@@ -134,7 +135,7 @@ def vm_violation_detection(
 
 
 @register_twin
-class GridGNNTwin(Twin):
+class GridGNNTwin(TrainableTwin):
     name = "grid-gnn"
     version = 1
     summary = "message-passing GNN over the grid graph mapping per-bus P/Q injections to vm_pu and va_degree"
@@ -260,6 +261,12 @@ class GridGNNTwin(Twin):
         flat = np.stack([ones, np.broadcast_to(no_load_deg, ones.shape)], axis=-1)
         dc = np.stack([ones, no_load_deg + np.degrees(theta)], axis=-1)
         return flat, dc
+
+    def prune_structured(self, model: GridGNN, ratio: float) -> None:
+        """The hidden units of every MLP (Linear -> SiLU -> Linear); the node and edge state widths stay."""
+        for seq in model.modules():
+            if isinstance(seq, torch.nn.Sequential):
+                shrink_pair(seq[0], seq[2], ratio)
 
     def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
         x = self.inputs(split)[0]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.grid.streams import window_starts
-from models.registry import Evaluation, PredictFn, Twin, batched, register_twin
+from models.registry import Evaluation, PredictFn, TrainableTwin, batched, register_twin
 from models.training import Distillation, FitConfig, fit, teacher_on
 
 STEPS_PER_DAY = 96
@@ -88,7 +88,7 @@ class PatchTSTForecaster(torch.nn.Module):
 
 
 @register_twin
-class SensorTransformer(Twin):
+class SensorTransformer(TrainableTwin):
     name = "sensor-transformer"
     version = 1
     summary = "PatchTST forecasting the next 24 steps (6 h) of every metering stream from the last 96 (24 h)"
@@ -209,6 +209,31 @@ class SensorTransformer(Twin):
 
     def targets(self, split: str) -> np.ndarray:
         return self._windows(split)[1]
+
+    def prune_structured(self, model: PatchTSTForecaster, ratio: float) -> None:
+        """Whole attention heads (their size is kept, so attention's scaling stays right) and FFN units,
+        with Torch-Pruning, which follows the dependencies between layers."""
+        import torch_pruning as tp
+
+        patchtst = model.model
+        attentions = [m for m in patchtst.modules() if type(m).__name__ == "PatchTSTAttention"]
+        layers = [m for m in patchtst.modules() if type(m).__name__ == "PatchTSTEncoderLayer"]
+        heads = {proj: a.num_heads for a in attentions for proj in (a.q_proj, a.k_proj, a.v_proj)}
+        # Every layer that writes the residual stream is left alone: d_model keeps its width.
+        keep_width = [patchtst.head, patchtst.model.encoder.embedder, *(a.out_proj for a in attentions)]
+        keep_width += [layer.ff[-1] for layer in layers]
+        example = torch.from_numpy(self.example_inputs(2)[0])
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+            ignored_layers=keep_width, num_heads=heads, prune_num_heads=True, prune_head_dims=False,
+            head_pruning_ratio=ratio,
+            # The positional table lives on the residual stream's axis (-1), which is never pruned.
+            unwrapped_parameters=[(patchtst.model.encoder.positional_encoder.position_enc, -1)],
+        )  # fmt: skip
+        pruner.step()
+        for a in attentions:
+            a.num_heads = pruner.num_heads[a.q_proj]
+            a.embed_dim = a.num_heads * a.head_dim
 
     def example_inputs(self, batch_size: int, seed: int = 0, split: str = "val") -> tuple[np.ndarray, ...]:
         x = self._windows(split)[0]
