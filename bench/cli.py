@@ -38,23 +38,50 @@ def _cores() -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from bench.suites import load_suite, suite_names
-    from models.grid.cache import GridDataConfig, cache_root, grid_dir, verify_cache
-    from models.registry import twins
+    import torch
 
+    from bench.meters import METERS
+    from bench.runtimes import RUNTIMES
+    from bench.suites import load_suite, suite_names
+    from compress.base import PASSES, TARGETS
+    from models.grid.cache import GridDataConfig, cache_root, grid_dir, verify_cache
+    from models.registry import TWINS, TrainableTwin
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
     print("twins:")
-    for spec in twins().values():
-        print(f"  {spec.name:22} {spec.summary}")
-        print(f"  {'':22} data: {spec.data_files}; metric: {spec.metric}; baseline: {spec.baseline}")
+    for name, entry in TWINS.entries().items():
+        spec = entry.obj
+        how = "trains" if issubclass(spec, TrainableTwin) else "ships trained weights"
+        print(f"  {name:24} {entry.origin} · {how}")
+        print(f"  {'':24} {spec.summary}")
+        print(f"  {'':24} data: {spec.data_files}; metric: {spec.metric}; baseline: {spec.baseline}")
+    print(f"passes (here: {here}):")
+    for name, entry in PASSES.entries().items():
+        reasons = {t: entry.obj.requires.unmet(here, t) for t in TARGETS}
+        ok = [t for t, why in reasons.items() if why is None]
+        state = f"runs here for {', '.join(ok)}" if ok else f"not here: {next(iter(reasons.values()))}"
+        print(f"  {name:24} {entry.origin} · {state}")
+        if summary := _doc_line(entry.obj):
+            print(f"  {'':24} {summary}")
+    print(f"runtimes (here: {here}):")
+    for name, entry in RUNTIMES.entries().items():
+        why = entry.obj.requires.unmet(here, entry.obj.target)
+        state = "runs here" if why is None else f"not here: {why}"
+        print(f"  {name:24} {entry.origin} · runs {entry.obj.target} models · {state}")
+    print("energy meters (tried from the top; `twinbench env` shows the one each device gets):")
+    for name, entry in sorted(METERS.entries().items(), key=lambda item: -item[1].obj.priority):
+        why = entry.obj.requires.unmet(here)
+        state = "" if why is None else f" · not here: {why}"
+        print(f"  {name:24} {entry.origin} · meters {', '.join(entry.obj.devices)}{state}")
+    for registry in (TWINS, PASSES, RUNTIMES, METERS):
+        for name, error in registry.failures().items():
+            print(f"error: the {registry.kind} plugin {name!r} ({registry.group}) failed to load: {error}")
     print("suites:")
     grids: set[str] = set()
     for name in suite_names():
         suite = load_suite(name)
         grids.update(suite.grids)
-        print(f"  {name:22} {suite.description}")
-    from bench.runtimes import runtime_names
-
-    print(f"runtimes: {', '.join(runtime_names())} (`twinbench env`: which run here, and the energy meters)")
+        print(f"  {name:24} {suite.description}")
     print(f"grids (cache: {cache_root()}):")
     for grid in sorted(grids):
         if not (grid_dir(grid) / "manifest.json").exists():
@@ -67,6 +94,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 state = f"not usable: {e}"
         print(f"  {grid:22} {state}")
     return 0
+
+
+def _doc_line(obj) -> str:
+    """The first line of a docstring that someone wrote (not a dataclass's generated signature)."""
+    doc = (obj.__doc__ or "").strip()
+    if doc.startswith(f"{obj.__name__}("):
+        return ""
+    paragraph = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+    return paragraph.split(". ")[0].rstrip(".") + "."
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from models.training import recovery
 @register_pass
 @dataclass(frozen=True)
 class DiffusionSteps(Pass):
+    """The same weights sampling in `steps` steps (evenly spaced over the training steps)."""
+
     name = "diffusion-steps"
     steps: int = 5
 

@@ -14,6 +14,8 @@ from models.plugins import Requirements
 @register_pass
 @dataclass(frozen=True)
 class Sparsity24(Pass):
+    """2:4 semi-structured sparsity of the Linear weights (the two largest of every four kept)."""
+
     name = "sparsity-2:4"
     # ONNX Runtime here has no 2:4 sparse kernels.
     requires = Requirements(

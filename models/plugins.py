@@ -132,7 +132,7 @@ class Requirements:
         """Why it cannot run on `device` (cpu | cuda) for `target`; None when it can."""
         for_what = f" ({self.why})" if self.why else ""
         if self.device == "cuda" and device != "cuda":
-            return f"needs a CUDA GPU{for_what}, this cell runs on {device}"
+            return f"needs a CUDA GPU{for_what}; the device is {device}"
         if self.device == "cuda" or (self.compute_capability and device == "cuda"):
             import torch
 
