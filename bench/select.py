@@ -17,7 +17,8 @@ from typing import ClassVar
 from bench.annual import NotProjectable, Projection, Schedule, project, render_table
 from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_groups, tied, ties_of
 from bench.records import Record
-from bench.suites import load_suite
+from bench.store import RunDir
+from bench.suites import MODEL_SIZES, load_suite
 from compress.replay import rebuild_variant
 from models.checkpoint import identity
 from models.errors import ConfigError, InputError, UnknownNameError, Verdict
@@ -277,7 +278,7 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
             "twinbench): nothing can prove what it measured; re-run the suite to export it"
         )
     out.mkdir(parents=True, exist_ok=True)
-    staged = _stage_onnx(r, out, run_folder) if r.runtime == "onnxruntime" else _stage_torch(r, out)
+    staged = _stage_onnx(r, out, run_folder) if r.runtime == "onnxruntime" else _stage_torch(r, out, run_folder)
     files = [tmp.replace(out / name) for tmp, name in staged]  # only verified files get their names
     card = {
         "twin": r.twin, "grid": r.grid, "variant_id": r.variant_id, "variant_name": r.variant_name,
@@ -309,6 +310,23 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
     return [*files, card_path]
 
 
+def _model_size(r: Record, run_folder: Path | None) -> str:
+    """The model size of the record's run, from the plan its run froze: a run of a suite file exports
+    without that file, which may have moved or changed since. Records read away from their run
+    folder fall back to the built-in suite of that name."""
+    if run_folder is not None:
+        plan = RunDir.open(run_folder).read_json("plan.json")
+        if plan.get("run_id") == r.run_id and plan.get("model_size") in MODEL_SIZES:
+            return plan["model_size"]
+    try:
+        return load_suite(r.suite).model_size
+    except UnknownNameError:
+        raise InputError(
+            f"the model size of run {r.run_id} is in its plan.json, and suite {r.suite!r} is not a built-in one: "
+            "select from the run folder (--run RUN, or its records.jsonl)"
+        ) from None
+
+
 def _stage_onnx(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Path, str]]:
     """Copies of the record's ONNX files under temporary names, after checking they are the bytes
     it measured. Only files inside the record's own run folder are ever read."""
@@ -338,12 +356,12 @@ def _stage_onnx(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Pat
     return staged
 
 
-def _stage_torch(r: Record, out: Path) -> list[tuple[Path, str]]:
+def _stage_torch(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Path, str]]:
     """safetensors weights of the variant plus what rebuilds its module (twin, config, chain), under
     temporary names, after checking the rebuilt weights are the ones the record measured."""
     import safetensors.torch
 
-    model_size = load_suite(r.suite).model_size
+    model_size = _model_size(r, run_folder)
     chain = [{"pass": s["pass"], **s["params"]} for s in r.lineage]
     twin, model = rebuild_variant(r.twin, r.grid, model_size, chain, out)  # an export reuses what was measured
     actual = weights_sha256(model)

@@ -1,7 +1,10 @@
-"""Suites: TOML files under bench/suites/ naming the grids, twins and measurement settings of a run."""
+"""Suites: TOML files naming the grids, twins and measurement settings of a run: the built-in ones
+under bench/suites/, by name, or a user's own file, by path."""
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +58,38 @@ def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
-def load_suite(name: str) -> Suite:
-    """Read and validate bench/suites/<name>.toml. Unknown names list the valid ones."""
-    path = SUITES_DIR / f"{name}.toml"
-    if name not in suite_names():
-        raise UnknownNameError("suite", name, suite_names())
+PLUGIN_HINT = "a plugin's twins and passes are known once its package is installed: see `twinbench list`"
+SUITE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a suite's name goes into run ids
+
+
+def suite_path(suite: str | Path) -> Path:
+    """The TOML file of a suite: bench/suites/<name>.toml for a built-in name, or the file a path
+    names (it has a slash or ends in .toml); its stem is the suite's name."""
+    text = str(suite)
+    if text in suite_names():
+        return SUITES_DIR / f"{text}.toml"
+    if "/" not in text and os.sep not in text and not text.lower().endswith(".toml"):
+        raise UnknownNameError("suite", text, suite_names(), hint="or the path of a suite file (my_suite.toml)")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ConfigError(f"--suite {text}: no such suite file")
+    if not path.is_file():
+        raise ConfigError(f"--suite {text} is a folder, not a suite file (a TOML file such as my_suite.toml)")
+    if not SUITE_FILE_NAME.fullmatch(path.stem):
+        raise ConfigError(f"--suite {text}: a suite's name is its file's stem, which must be letters, digits, "
+                          "'_', '-' or '.' (it names the run folders); rename the file")  # fmt: skip
+    if path.stem in suite_names() and path.resolve() != (SUITES_DIR / path.name).resolve():
+        raise ConfigError(f"--suite {text} has the name of the built-in suite {path.stem!r}: rename the file, "
+                          "so that records and comparisons cannot mistake one for the other")  # fmt: skip
+    return path
+
+
+def load_suite(name: str | Path) -> Suite:
+    """Read and validate a suite: a built-in name (unknown names list the valid ones) or the path of
+    a TOML file of one's own (`suite_path`). A run freezes its suite in plan.json: resume, select
+    and export never read the file again."""
+    path = suite_path(name)
+    name = path.stem
     try:
         raw = tomllib.loads(path.read_text())
         measure = raw.pop("measure")
@@ -83,14 +113,22 @@ def load_suite(name: str) -> Suite:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
     except KeyError as e:
         raise ConfigError(f"{path}: missing key {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a TOML text file ({e})") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the suite file: {e}") from e
+    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type: `measure = 3`, `twins = 1`
+        raise ConfigError(f"{path}: malformed suite: {type(e).__name__}: {e}") from e
     leftover = sorted(raw) + [f"measure.{k}" for k in measure]
     if leftover:  # a typo in a key must not silently fall back to a default
         raise ConfigError(f"{path}: unknown keys {leftover}")
-    from models.registry import twin_names
+    from models.registry import get_twin
 
     for twin in suite.twins:
-        if twin not in twin_names():
-            raise UnknownNameError("twin", twin, twin_names())
+        try:
+            get_twin(twin)
+        except UnknownNameError as e:  # e.name says why when the twin's plugin failed to load
+            raise UnknownNameError(e.kind, e.name, e.valid, hint=f"in {path} ({PLUGIN_HINT})") from None
     return suite
 
 
@@ -99,7 +137,10 @@ def _variant(spec: dict, path: Path):
 
     if set(spec) != {"chain"} or not spec["chain"]:
         raise ConfigError(f"{path}: each [[variant]] needs exactly a non-empty `chain`, got {spec}")
-    return parse_variant(spec["chain"])
+    try:
+        return parse_variant(spec["chain"])
+    except UnknownNameError as e:
+        raise UnknownNameError(e.kind, e.name, e.valid, hint=f"in {path} ({PLUGIN_HINT})") from None
 
 
 def known_grids() -> list[str]:
