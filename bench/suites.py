@@ -69,7 +69,7 @@ def suite_path(suite: str | Path) -> Path:
     if text in suite_names():
         return SUITES_DIR / f"{text}.toml"
     if "/" not in text and os.sep not in text and not text.lower().endswith(".toml"):
-        raise UnknownNameError("suite", text, suite_names(), hint="or the path of a suite file (my_suite.toml)")
+        raise _with_hint(UnknownNameError("suite", text, suite_names()), "or the path of a suite file (my_suite.toml)")
     path = Path(text).expanduser()
     if not path.exists():
         raise ConfigError(f"--suite {text}: no such suite file")
@@ -82,6 +82,12 @@ def suite_path(suite: str | Path) -> Path:
         raise ConfigError(f"--suite {text} has the name of the built-in suite {path.stem!r}: rename the file, "
                           "so that records and comparisons cannot mistake one for the other")  # fmt: skip
     return path
+
+
+def _with_hint(e: UnknownNameError, hint: str) -> UnknownNameError:
+    """`e` with a hint after its list of valid names."""
+    e.args = (f"{e}; {hint}",)
+    return e
 
 
 def load_suite(name: str | Path) -> Suite:
@@ -128,7 +134,7 @@ def load_suite(name: str | Path) -> Suite:
         try:
             get_twin(twin)
         except UnknownNameError as e:  # e.name says why when the twin's plugin failed to load
-            raise UnknownNameError(e.kind, e.name, e.valid, hint=f"in {path} ({PLUGIN_HINT})") from None
+            raise _with_hint(e, f"in {path} ({PLUGIN_HINT})") from None
     return suite
 
 
@@ -140,7 +146,7 @@ def _variant(spec: dict, path: Path):
     try:
         return parse_variant(spec["chain"])
     except UnknownNameError as e:
-        raise UnknownNameError(e.kind, e.name, e.valid, hint=f"in {path} ({PLUGIN_HINT})") from None
+        raise _with_hint(e, f"in {path} ({PLUGIN_HINT})") from None
 
 
 def known_grids() -> list[str]:
