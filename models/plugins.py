@@ -6,7 +6,7 @@ modules (whose decorators register their entries) and then loads the entry point
 packages declare in its group (`twinbench.twins`, `twinbench.passes`, `twinbench.runtimes`,
 `twinbench.meters`). An entry point names either a module whose import registers entries through the
 decorator, or one object, registered under the entry point's name. Every entry remembers where it
-came from: "built-in" or "<package> <version>". A plugin that fails to load is listed with its error
+came from: "built-in" or the distribution holding its module, "<package> <version>". A plugin that fails to load is listed with its error
 instead of breaking every command.
 
 A leaf module: it imports nothing else of the project but the errors, so every layer may use it.
@@ -14,6 +14,7 @@ A leaf module: it imports nothing else of the project but the errors, so every l
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import pkgutil
@@ -46,7 +47,6 @@ class Registry(Generic[T]):
         self._skip = skip  # modules of those packages that define no entry (base classes)
         self._entries: dict[str, Entry[T]] = {}
         self._failed: dict[str, str] = {}  # entry point name -> why it did not load
-        self._origin = BUILT_IN  # the origin of entries registered right now
         self._discovered = False
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -59,9 +59,10 @@ class Registry(Generic[T]):
         return wrap
 
     def add(self, name: str, obj: T) -> None:
+        origin = origin_of(obj)
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} registered twice ({self._entries[name].origin} and {self._origin})")
-        self._entries[name] = Entry(name, obj, self._origin)
+            raise ValueError(f"{self.kind} {name!r} registered twice ({self._entries[name].origin} and {origin})")
+        self._entries[name] = Entry(name, obj, origin)
 
     def entries(self) -> dict[str, Entry[T]]:
         self._discover()
@@ -93,17 +94,35 @@ class Registry(Generic[T]):
             for module in _modules(name, self._skip):
                 importlib.import_module(module)
         for ep in metadata.entry_points(group=self.group):
-            dist = ep.dist
-            self._origin = f"{dist.name} {dist.version}" if dist is not None else ep.value
             try:
-                before = set(self._entries)
                 loaded = ep.load()
-                if set(self._entries) == before and not isinstance(loaded, types.ModuleType):
+                if not isinstance(loaded, types.ModuleType) and all(
+                    e.obj is not loaded for e in self._entries.values()
+                ):
                     self.add(ep.name, loaded)  # an object the entry point names, not a module
             except Exception as e:  # a broken plugin must not break every command
                 self._failed[ep.name] = f"{type(e).__name__}: {e}"
-            finally:
-                self._origin = BUILT_IN
+
+
+PROJECT_PACKAGES = ("models", "compress", "bench")
+
+
+def origin_of(obj) -> str:
+    """Where an entry's code comes from: "built-in", or the installed distribution that holds its
+    module, "<name> <version>" (found from the module, so it does not matter which entry point or
+    import brought it in)."""
+    top = getattr(obj, "__module__", "").partition(".")[0]
+    if top in PROJECT_PACKAGES:
+        return BUILT_IN
+    dists = _distributions().get(top)
+    if not dists:
+        return f"{top or '?'} (not installed)"
+    return f"{dists[0]} {metadata.version(dists[0])}"
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
 
 
 def _modules(name: str, skip: frozenset[str]) -> Iterator[str]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 import types
 from importlib import metadata
-from unittest import mock
 
 import pytest
 
+from models import plugins
 from models.errors import UnknownNameError
 from models.plugins import BUILT_IN, Registry, Requirements
 
@@ -18,12 +18,13 @@ class Thing:
     name = "thing"
 
 
-def fake_entry_points(*entries: tuple[str, str], dist=("twinbench-fake", "1.2.3")):
-    """metadata.entry_points(group=...) answering with `entries` of one fake distribution."""
-    distribution = mock.Mock()
-    distribution.name, distribution.version = dist
-    # _for binds the distribution, as importlib.metadata does for installed packages.
-    eps = [metadata.EntryPoint(name, value, "twinbench.things")._for(distribution) for name, value in entries]
+# As if it lived in a plugin's package (this file's `tests` is a name other distributions use too).
+Thing.__module__ = "twinbench_fake_plugin.things"
+
+
+def fake_entry_points(*entries: tuple[str, str]):
+    """metadata.entry_points(group=...) answering with `entries`."""
+    eps = [metadata.EntryPoint(name, value, "twinbench.things") for name, value in entries]
     return lambda group: [ep for ep in eps if ep.group == group]
 
 
@@ -31,7 +32,7 @@ def test_register_and_get_and_duplicates():
     registry = Registry("thing", "twinbench.none-such")
     registry.register()(Thing)
     assert registry.get("thing") is Thing and registry.names() == ["thing"]
-    assert registry.entries()["thing"].origin == BUILT_IN
+    assert registry.entries()["thing"].origin == "twinbench_fake_plugin (not installed)"  # not twinbench's own code
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("thing")(Thing)
     with pytest.raises(UnknownNameError, match="unknown thing 'nope'; valid things: thing"):
@@ -41,6 +42,9 @@ def test_register_and_get_and_duplicates():
 def test_entry_points_register_with_their_package_and_version(monkeypatch):
     registry = Registry("thing", "twinbench.things")
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points(("object-entry", "tests.test_registry:Thing")))
+    # As if this test module were installed by the distribution twinbench-fake 1.2.3:
+    monkeypatch.setattr(plugins, "_distributions", lambda: {"twinbench_fake_plugin": ["twinbench-fake"]})
+    monkeypatch.setattr(metadata, "version", lambda dist: {"twinbench-fake": "1.2.3"}[dist])
     entry = registry.entries()["object-entry"]
     assert entry.obj is Thing
     assert entry.origin == "twinbench-fake 1.2.3"
