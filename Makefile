@@ -29,12 +29,17 @@ test: setup browser
 data: setup
 	$(VENV)/bin/twinbench data --suite $(SUITE)
 
-# The main job: the `full` suite on a CUDA machine, the CPU-sized `default` suite elsewhere.
+# The main job: the `gpu` suite on a CUDA machine (~30 min on one GPU by its estimate, training
+# included), the CPU-sized `default` suite elsewhere; any other suite explicitly (make bench
+# SUITE=full: hours on one GPU). Its plan and estimate (1 and 8 workers) are printed first.
+# BENCH_ARGS go to `twinbench run`, e.g. BENCH_ARGS="--executor ray --ray-address auto".
 bench: setup
-	@suite=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'default')"); \
+	@suite=$(if $(filter command line environment,$(origin SUITE)),$(SUITE),$$($(PY) -c \
+	  "import torch; print('gpu' if torch.cuda.is_available() else 'default')")); \
 	echo "bench suite: $$suite"; \
+	$(VENV)/bin/twinbench run --suite $$suite --dry-run $(BENCH_ARGS) && \
 	$(VENV)/bin/twinbench data --suite $$suite && $(VENV)/bin/twinbench train --suite $$suite && \
-	$(VENV)/bin/twinbench run --suite $$suite
+	$(VENV)/bin/twinbench run --suite $$suite $(BENCH_ARGS)
 
 bench-smoke: setup
 	$(VENV)/bin/twinbench data --suite smoke && $(VENV)/bin/twinbench train --suite smoke && \

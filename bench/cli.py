@@ -231,8 +231,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.progress import RunProgress
-    from bench.runner import run
+    from bench.runner import dry_run, run
 
+    if args.dry_run:
+        print(dry_run(args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
+                      resume=args.resume, variants=args.variant, shard_size=args.shard_size,
+                      max_minutes=args.max_minutes))  # fmt: skip
+        return 0
     console = Console(stderr=True)
     with RunProgress(console) as progress:
         try:
@@ -445,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
-    run.add_argument("--max-minutes", type=_number(above=0), help="refuse a plan estimated to take longer")
+    run.add_argument("--max-minutes", type=_number(above=0),
+                     help="refuse a plan estimated (measuring and training) to take longer")  # fmt: skip
+    run.add_argument("--dry-run", action="store_true", help="print the plan (cells, shards, training to do, "
+                     "estimated time on 1 and 8 workers) and exit: nothing measured or written")  # fmt: skip
     run.add_argument(
         "--variant", action="append", metavar="SEL",
         help="only these of the suite's variants (repeatable): a variant id or a pass name; the reference "

@@ -12,7 +12,7 @@ cross devices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -20,6 +20,7 @@ from bench.runtimes import default_threads, get_runtime, runtime_names
 from bench.suites import DEVICES, MODEL_SIZES, Suite
 from compress.base import Variant, parse_variant
 from models.errors import ConfigError, InputError, UnknownNameError
+from models.plugins import Requirements
 from models.registry import get_twin
 
 SETUP_S_PER_CELL = 6.0  # accuracy pass, session build, warm-up: a rough figure for the estimate
@@ -130,10 +131,12 @@ def select_variants(variants: tuple[Variant, ...], selectors: list[str] | None) 
 
 def make_plan(
     suite: Suite, device: str | None = None, twin: str | None = None, runtime: str | None = None,
-    threads: int | None = None, variants: list[str] | None = None, seed: int = 0,
+    threads: int | None = None, variants: list[str] | None = None, seed: int = 0, estimate_only: bool = False,
 ) -> RunPlan:  # fmt: skip
+    """The plan of a suite as narrowed by the command line. `estimate_only`: a CUDA plan may be made
+    on a machine without CUDA, to be estimated (`run --dry-run`), never run here."""
     device = device or suite.device
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available() and not estimate_only:
         raise ConfigError("--device cuda asked for, but CUDA is not available here (use --device cpu)")
     if twin is not None:
         get_twin(twin)  # unknown names: a clear error listing the valid ones
@@ -194,10 +197,43 @@ def make_shards(plan: RunPlan, todo: list[Cell], shard_size: int | None = None) 
     return sorted(shards, key=lambda s: estimate_shard_seconds(plan, s), reverse=True)
 
 
+def runs_here(plan: RunPlan) -> bool:
+    """Can this machine run the plan (False: a CUDA plan estimated where there is no CUDA)?"""
+    return plan.device == "cpu" or torch.cuda.is_available()
+
+
+def unsupported_reason(cell: Cell, here: bool = True) -> str | None:
+    """Why `cell` will be an `unsupported` record, as far as the Requirements of its passes and
+    runtime and the passes' own rules (`Pass.unsupported_for`) tell before anything is built; None
+    when it may run. `here`: judged on this machine; False: on any machine of the cell's device (a
+    CUDA plan estimated without CUDA: the device's own needs, this machine's libraries and compute
+    capability are then unknown, and only what fails everywhere counts)."""
+    twin = get_twin(cell.twin)
+    for p in cell.variant.chain:  # in the order the run meets them: passes, then the runtime
+        if reason := _unmet(p.requires, cell, here):
+            return f"{p.name} {reason}"
+        if reason := p.unsupported_for(twin):
+            return reason
+    runtime = get_runtime(cell.runtime)
+    if reason := _unmet(runtime.requires, cell, here):
+        return f"{cell.runtime} {reason}"
+    return None
+
+
+def _unmet(requires: Requirements, cell: Cell, here: bool) -> str | None:
+    if not here:
+        device = None if requires.device == cell.device else requires.device
+        requires = replace(requires, device=device, compute_capability=None, libraries=(), target_libraries=())
+    return requires.unmet(cell.device, cell.target)
+
+
 def estimate_shard_seconds(plan: RunPlan, shard: Shard) -> float:
-    """Accuracy pass, warm-up, latency pass and windows of each cell, plus the idle windows."""
+    """Accuracy pass, warm-up, latency pass and windows of each cell, plus the idle windows. A cell
+    known to be unsupported (`unsupported_reason`) is recorded at once: it costs nothing here."""
     per_cell = SETUP_S_PER_CELL + plan.window_s * (2 + plan.repetitions)
-    return len(shard.measured) * per_cell + plan.repetitions * plan.window_s
+    here = runs_here(plan)
+    measured = sum(1 for c in shard.measured if unsupported_reason(c, here) is None)
+    return measured * per_cell + plan.repetitions * plan.window_s
 
 
 def estimate_wall_seconds(plan: RunPlan, shards: list[Shard], workers: int) -> float:

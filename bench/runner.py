@@ -5,6 +5,7 @@ where, bench/executor.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import socket
@@ -15,9 +16,10 @@ from pathlib import Path
 import torch
 
 from bench import environment, report, summary
+from bench.estimate import RAY_SHARD_SIZE, describe, training_needs
 from bench.executor import Executor, ShardJob, ShardResult, make_executor
 from bench.meters import choose_meter
-from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards
+from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards, runs_here
 from bench.store import RunDir, history_path, new_run_id, try_append_history
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError, Verdict
@@ -94,18 +96,50 @@ def _shards(
     plan: RunPlan, todo: list[Cell], ex: Executor, shard_size: int | None, max_minutes: float | None,
     log: Callable[[str], None],
 ) -> list[Shard]:  # fmt: skip
-    """The shards of what is left to measure; refuses a plan estimated to outlast --max-minutes."""
+    """The shards of what is left to measure; refuses a plan whose measuring and training are
+    estimated to outlast --max-minutes."""
     shards = make_shards(plan, todo, shard_size or _default_shard_size(ex))
-    wall = estimate_wall_seconds(plan, shards, ex.workers)
+    measuring = estimate_wall_seconds(plan, shards, ex.workers)
+    needs = training_needs(plan)
+    training = needs.wall_seconds(ex.workers)
+    wall = measuring + training
     cells = plan.cells()
+    unknown = f", {len(needs.unknown)} of unknown length" if needs.unknown else ""
     log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(shards)} shards on "
-        f"{ex.workers} {ex.name} worker{'s' if ex.workers > 1 else ''}; estimated {wall / 60:.1f} min")  # fmt: skip
+        f"{ex.workers} {ex.name} worker{'s' if ex.workers > 1 else ''}; estimated {wall / 60:.1f} min: "
+        f"{measuring / 60:.1f} measuring, {training / 60:.1f} training ({len(needs.todo)} to train{unknown}; "
+        "rough: `run --dry-run` says what and why)")  # fmt: skip
     if max_minutes is not None and wall > 60 * max_minutes:
         raise Verdict(
-            f"the plan needs about {wall / 60:.1f} min, more than --max-minutes {max_minutes:g}; "
-            "narrow it with --twin/--runtime, add workers, or run it in parts with --resume"
+            f"the plan needs about {wall / 60:.1f} min ({measuring / 60:.1f} measuring, {training / 60:.1f} "
+            f"training), more than --max-minutes {max_minutes:g}; narrow it with --twin/--runtime/--variant, "
+            "train first (`twinbench train`), add workers, or run it in parts with --resume"
         )
     return shards
+
+
+def dry_run(
+    suite_name: str | None = None, *, device: str | None = None, twin: str | None = None, grid: str | None = None,
+    runtime: str | None = None, threads: int | None = None, resume: Path | None = None,
+    variants: list[str] | None = None, shard_size: int | None = None, max_minutes: float | None = None,
+) -> str:  # fmt: skip
+    """The plan of a run (or of what is left of a run being resumed) as `run --dry-run` prints it:
+    cells, shards, training to do and the estimated time. Measures nothing, writes nothing, starts
+    no executor; a CUDA suite can be planned on a machine without CUDA (labelled as such)."""
+    if resume is not None:
+        run_dir = RunDir.open(resume)
+        plan = RunPlan.from_dict(run_dir.read_json("plan.json"))
+        done = {r.cell_key for r in run_dir.records()}
+        todo = [c for c in plan.cells() if c.key not in done]
+    elif suite_name is None:
+        raise ConfigError("give --suite (or --resume RUN)")
+    else:
+        plan = make_plan(load_suite(suite_name), device, twin, runtime, threads, variants, estimate_only=True)
+        if grid is not None:  # as `run` does
+            plan = dataclasses.replace(plan, grids=(grid,))
+        todo = plan.cells()
+    text = describe(plan, todo, training_needs(plan), shard_size, max_minutes)
+    return text if runs_here(plan) else f"{text}\n(an estimate for a CUDA machine: `run` itself needs CUDA)"
 
 
 def _measure(
@@ -136,7 +170,7 @@ def _measure(
 def _default_shard_size(executor) -> int | None:
     """Locally one shard per twin and grid (the reference measured once); on several workers, shards
     of a few variants, so the work spreads (each shard re-measures the reference as its control)."""
-    return None if executor.workers == 1 else 4
+    return None if executor.workers == 1 else RAY_SHARD_SIZE
 
 
 def _write_environment(run_dir: RunDir, plan: RunPlan, resumed: bool, log: Callable[[str], None]) -> None:

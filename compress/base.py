@@ -43,6 +43,21 @@ class PassContext:
 
 
 @dataclass(frozen=True)
+class Training:
+    """Weights a pass trains (and caches) for a twin, as a run's estimate counts them before anything
+    is trained (bench/estimate.py): epochs, each costing `cost` epochs of the twin's reference training."""
+
+    epochs: int  # at most: early stopping may end sooner
+    cost: float = 1.0  # an epoch's cost as a share of an epoch of the reference's training
+    what: str = "training"
+    key: tuple[tuple[str, object], ...] = ()  # extra entries of its cache key (PassContext.cache_key)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not self.cost > 0:
+            raise ValueError(f"invalid training estimate {self}")
+
+
+@dataclass(frozen=True)
 class Pass:
     name: ClassVar[str]
     # What it needs to run (device, compute capability, target, libraries), checked before `apply`.
@@ -52,6 +67,16 @@ class Pass:
         """Raise `Unsupported` when this pass cannot run for `ctx`'s device and target."""
         if reason := self.requires.unmet(ctx.device, ctx.target):
             raise Unsupported(f"{self.name} {reason}")
+
+    def unsupported_for(self, twin: type) -> str | None:
+        """Why this pass can never apply to a twin of class `twin` (on any device); None when it may.
+        Asked before a run, to count cells that will be `unsupported` records and to skip their training."""
+        return None
+
+    def training(self, twin: type, config) -> tuple[Training, ...]:
+        """What this pass trains for a twin of class `twin` whose reference has `config` (asked only
+        where `unsupported_for` is None): the weights it caches, for the run's estimate. None by default."""
+        return ()
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
         """A new model; the input is never modified."""

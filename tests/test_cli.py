@@ -24,7 +24,7 @@ def test_help_through_the_console_script():
 def test_list_shows_twins_suites_and_cache_state(smoke_grid, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in [*TWINS, "smoke", "default", "nightly", "full"]:
+    for name in [*TWINS, "smoke", "default", "gpu", "nightly", "full"]:
         assert name in out
     assert f"{SMOKE_GRID:22} cached" in out
 
@@ -39,7 +39,7 @@ def test_data_reuses_a_valid_cache_and_prints_its_path(smoke_grid, capsys):
 @pytest.mark.parametrize(
     "argv, listed",
     [
-        (["data", "--suite", "smokey"], "valid suites: default, full, nightly, smoke"),
+        (["data", "--suite", "smokey"], "valid suites: default, full, gpu, nightly, smoke"),
         (["data", "--grid", "1-LV-nowhere"], "valid grids: 1-LV-rural1--2-sw, 1-MV-rural--2-sw, 1-MV-urban--2-sw"),
     ],
 )
@@ -55,7 +55,7 @@ def test_twin_registry():
 
 
 def test_every_suite_file_loads():
-    assert suites.suite_names() == ["default", "full", "nightly", "smoke"]
+    assert suites.suite_names() == ["default", "full", "gpu", "nightly", "smoke"]
     smoke = suites.load_suite("smoke")
     assert smoke.grids == (SMOKE_GRID,) and smoke.device == "cpu" and set(smoke.twins) == set(TWINS)
     full = suites.load_suite("full")

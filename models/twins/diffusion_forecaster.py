@@ -242,6 +242,14 @@ class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
     required_baselines = ("climatology",)
     input_names = ("history", "calendar", "noise")
     output_name = "vm_samples"
+    # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
+    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    training_seconds = {
+        ("smoke", "cpu"): (55.0, "measured: 23 to 53 s for 30 epochs on 2 CPU cores (checkpoint metas, README)"),
+        # Each step gathers its 256 windows on the CPU (~29 MB of history for ~100 buses) and copies
+        # them over: ~30 ms a step assumed, the model itself a few ms. Rough: no GPU has trained it.
+        ("full", "cuda"): (230.0, "rough, no GPU has trained it: 60 epochs x 128 steps x ~30 ms"),
+    }
     eval_stride = 24  # one forecast every 6 h: consecutive windows share almost all their targets
     climatology_members = 64
 

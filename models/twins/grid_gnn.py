@@ -145,6 +145,14 @@ class GridGNNTwin(TrainableTwin):
     required_baselines = ("flat_start", "dc_approximation")
     input_names = ("injections",)
     output_name = "voltages"
+    # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
+    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    training_seconds = {
+        ("smoke", "cpu"): (70.0, "measured: 22 to 71 s for 40 epochs on 2 CPU cores (checkpoint metas)"),
+        # ~3,072 training snapshots in batches of 64: 48 steps an epoch, each a CPU-side collate of 64
+        # graphs and ~450 small kernels (12 rounds, forward and backward): ~15 ms assumed. Rough.
+        ("full", "cuda"): (150.0, "rough, no GPU has trained it: 200 epochs x 48 steps x ~15 ms + validation"),
+    }
 
     @classmethod
     def config_for(cls, size: str) -> GNNConfig:

@@ -98,6 +98,14 @@ class SensorTransformer(TrainableTwin):
     required_baselines = ("seasonal_naive",)
     input_names = ("past_values",)
     output_name = "forecast"
+    # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
+    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    training_seconds = {
+        ("smoke", "cpu"): (60.0, "measured: 26 to 60 s for 15 epochs on 2 CPU cores (checkpoint metas)"),
+        # Small models on a GPU are bound by kernel launches, syncs and AdamW, not FLOPs (130 GFLOP a
+        # step here, a few ms at fp32): ~20 ms a step assumed. Rough: no GPU has trained it yet.
+        ("full", "cuda"): (110.0, "rough, no GPU has trained it: 40 epochs x 128 steps x ~20 ms + validation"),
+    }
 
     @classmethod
     def config_for(cls, size: str) -> TransformerConfig:
