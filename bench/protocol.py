@@ -8,7 +8,9 @@ For a shard (one twin on one grid: its reference and some variants, on one devic
 4. `repetitions` rounds; each round measures idle power over one window, then every cell of the
    shard once, in a shuffled order with small random pauses (interleaved, never back to back);
 5. median / bootstrap CI / CV per cell, validity flags, and a check that the outputs produced
-   inside the energy windows equal the accuracy pass's outputs on the same inputs.
+   inside the energy windows equal the accuracy pass's outputs on the same inputs;
+6. on a GPU, what the meter's watch saw in each window: the polled power integrated against the
+   counter (`energy_crosscheck_pct`), other processes on the GPU, throttling during the window.
 The shard's reference cells are always measured with it (as controls where another shard records
 them), so each record's ratio to the reference is taken on the same device in the same windows.
 """
@@ -33,7 +35,7 @@ from bench.meters import Meter
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
 from bench.stats import summarize
-from bench.validity import energy_floor, others_cpu_seconds, validity_flags
+from bench.validity import compute_precision, energy_floor, others_cpu_seconds, validity_flags
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
 from models.fingerprint import weights_sha256
@@ -141,6 +143,29 @@ class _Windows:
     state_after: dict[str, dict]
     idle_power_w: float | None
     contention: dict[str, list] = field(default_factory=dict)  # cores other processes used, per window
+    readings: dict[str, list] = field(default_factory=dict)  # the meter's readings, per window
+    idle_readings: list = field(default_factory=list)
+
+    @classmethod
+    def for_cells(cls, keys: list[str]) -> _Windows:
+        def lists() -> dict[str, list]:
+            return {k: [] for k in keys}
+
+        return cls(
+            energy=lists(),
+            seconds=lists(),
+            outputs_match=dict.fromkeys(keys, True),
+            state_before={},
+            state_after={},
+            idle_power_w=None,
+            contention=lists(),
+            readings=lists(),
+        )
+
+
+# Before an idle window: let the device's power and its counter settle after the last cell (the
+# counter steps every ~100 ms, so a window opened at once is credited part of the work before it).
+IDLE_SETTLE_S = 0.25
 
 
 def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Windows:
@@ -148,16 +173,16 @@ def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Window
     plan, meter = ctx.plan, ctx.meter
     rng = random.Random(plan.seed)
     keys = [p.cell.key for p in prepared]
-    w = _Windows({k: [] for k in keys}, {k: [] for k in keys}, dict.fromkeys(keys, True), {}, {}, None,
-                 {k: [] for k in keys})  # fmt: skip
+    w = _Windows.for_cells(keys)
     idle_w = []
-    # Device state (clocks, temperature, power limit, throttling) around each cell's windows.
-    state_of = environment.gpu_state if plan.device == "cuda" else dict
+    state_of = _device_state(ctx)
     for rep in range(plan.repetitions):
         ctx.on_cell(f"idle window {rep + 1}/{plan.repetitions}")
+        time.sleep(IDLE_SETTLE_S)
         meter.begin("idle")
         time.sleep(plan.window_s)
         idle = meter.end("idle")
+        w.idle_readings.append(idle)
         if idle.joules is not None and idle.source != "estimate":  # a sleeping process has no CPU-time estimate
             idle_w.append(idle.joules / idle.seconds)
         for p in rng.sample(prepared, len(prepared)):
@@ -174,32 +199,68 @@ def _interleaved_windows(prepared: list[Prepared], ctx: ShardContext) -> _Window
             w.outputs_match[key] &= checksum_match(p.session.to_numpy(out), p.reference_output)
             w.seconds[key].append(reading.seconds)
             w.energy[key].append(reading.joules)
+            w.readings[key].append(reading)
     w.idle_power_w = float(np.median(idle_w)) if idle_w else None
     return w
+
+
+def _device_state(ctx: ShardContext) -> Callable[[], dict]:
+    """Device state (clocks, temperature, power limit, throttling) of the GPU the meter reads; on a
+    CUDA run without an energy counter, of the GPU the shard was given; nothing on the CPU."""
+    if ctx.meter.device_state() is not None:
+        return ctx.meter.device_state
+    if ctx.plan.device == "cuda":
+        return lambda: environment.gpu_state(ctx.device_index or 0)
+    return dict
+
+
+def dynamic_j_per_inference(joules: list[float], seconds: list[float], idle_power_w: float, n: int) -> float:
+    """The median over windows of the energy above idle, per inference: what the work itself cost."""
+    return float(np.median([(j - idle_power_w * s) / n for j, s in zip(joules, seconds, strict=True)]))
+
+
+def crosscheck_pct(readings: list) -> float | None:
+    """How far the polled power, integrated over each window, lies from the energy counter: the
+    median over windows of (power - counter) / counter in %. None without both figures."""
+    pcts = [100.0 * (r.power_joules - r.joules) / r.joules for r in readings if r.power_joules is not None and r.joules]
+    return float(np.median(pcts)) if pcts and len(pcts) == len(readings) else None
+
+
+def _gpu_neighbours(readings: list, idle_readings: list) -> int | None:
+    """The most other processes on the GPU in the cell's windows or the idle windows (whose power
+    is subtracted from every cell). None where the GPU's process list was not read."""
+    seen = [r.gpu_other_processes for r in (*readings, *idle_readings) if r.gpu_other_processes is not None]
+    return max(seen) if seen else None
 
 
 def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ctx: ShardContext, extra: dict) -> Record:
     """One cell's record from its windows: median, CI and CV per inference, flags, device state."""
     c, key, plan = p.cell, p.cell.key, ctx.plan
     n = p.iterations * c.batch_size
-    joules, seconds = w.energy[key], w.seconds[key]
+    joules, seconds, readings = w.energy[key], w.seconds[key], w.readings[key]
     measured = all(j is not None for j in joules)
     source = ctx.meter.source if measured else "none"
     stats = summarize([j / n for j in joules]) if measured else None
     avg_power = float(np.median([j / s for j, s in zip(joules, seconds, strict=True)])) if measured else None
     before, after = w.state_before[key], w.state_after[key]
-    throttled = bool(before.get("throttled") or after.get("throttled")) if before else None
+    # Before, after, or seen by the meter's watch during any window.
+    observations = (before.get("throttled"), after.get("throttled"), *(r.throttled for r in readings))
+    seen = [x for x in observations if x is not None]
+    throttled = any(seen) if seen else None
     # The busiest of its windows: one window shared with a neighbour is enough to distrust the cell.
     contention = max(w.contention[key]) if w.contention.get(key) else None
+    crosscheck = crosscheck_pct(readings) if measured else None
+    neighbours = _gpu_neighbours(readings, w.idle_readings)
     flags = validity_flags(
         window_s=plan.window_s, cv=stats.cv if stats else None, source=source, avg_power_w=avg_power,
         idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"), throttled=throttled,
-        outputs_match=w.outputs_match[key], contention_cores=contention,
+        outputs_match=w.outputs_match[key], contention_cores=contention, crosscheck_pct=crosscheck,
+        gpu_other_processes=neighbours,
     )  # fmt: skip
     dynamic = None
     if stats and w.idle_power_w is not None:
-        dynamic = float(np.median([(j - w.idle_power_w * s) / n for j, s in zip(joules, seconds, strict=True)]))
-    floor = energy_floor(extra["flops_per_inference"], ctx.env) if c.device == "cuda" else None
+        dynamic = dynamic_j_per_inference(joules, seconds, w.idle_power_w, n)
+    floor = cell_energy_floor(c, extra["flops_per_inference"], ctx.env)
     q = p.quality
     return Record(
         **_identity(c, twin, shard, ctx),
@@ -217,6 +278,7 @@ def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ct
         energy_cv=stats.cv if stats else None,
         energy_source=source,
         energy_dynamic_j_per_inference=dynamic,
+        energy_crosscheck_pct=crosscheck,
         idle_power_w=w.idle_power_w,
         avg_power_w=avg_power,
         energy_floor_j=floor,
@@ -237,11 +299,20 @@ def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ct
         flags=flags,
         output_checksum_match=w.outputs_match[key],
         contention_cores=contention,
+        gpu_other_processes=neighbours,
         throttled=throttled,
         device_state_before=before,
         device_state_after=after,
         load_avg=tuple(os.getloadavg()),
     )
+
+
+def cell_energy_floor(cell: Cell, flops: float | None, env: dict) -> float | None:
+    """The energy floor of a CUDA cell: its FLOPs at the GPU's peak in the precision the variant
+    computes in (an int8 variant is bounded by the int8 peak, not the fp32 one)."""
+    if cell.device != "cuda":
+        return None
+    return energy_floor(flops, env, compute_precision(cell.variant.lineage))
 
 
 def _against_own_reference(records: list[Record], shard: Shard) -> list[Record]:

@@ -12,8 +12,9 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 # 2: artifact_path relative to the run folder; weights and artifact hashes; shard, host, device index and
-# the shard's own reference figures. Version 1 still reads.
-SCHEMA_VERSION = 2
+# the shard's own reference figures. 3: energy_crosscheck_pct and gpu_other_processes; energy_floor_j at
+# the variant's compute precision (fp32 for all in 2). Versions 1 and 2 still read.
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "unsupported", "error")
 
 
@@ -52,9 +53,12 @@ class Record:
     energy_cv: float | None = None
     energy_source: str = "none"  # nvml | rapl | estimate | none
     energy_dynamic_j_per_inference: float | None = None  # idle power subtracted
+    # The polled power reading integrated over the same windows vs the counter: median over windows of
+    # (power - counter) / counter, in %; None without a power reading (CPU, estimate, no counter)
+    energy_crosscheck_pct: float | None = None
     idle_power_w: float | None = None
     avg_power_w: float | None = None
-    energy_floor_j: float | None = None
+    energy_floor_j: float | None = None  # at the peak of the variant's compute precision (fp32, 16-bit, int8, fp8)
     energy_over_floor: float | None = None
     # the fp32 reference on torch-eager at this batch size, measured in the same shard (same device,
     # interleaved windows): what ratios to the reference divide by
@@ -78,9 +82,11 @@ class Record:
     iterations: int | None = None
     repetitions: int | None = None
     threads: int | None = None
-    flags: tuple = ()  # short_window, high_cv, throttled, power_out_of_range, checksum_mismatch, contended
+    # short_window, high_cv, throttled, power_out_of_range, checksum_mismatch, contended, counter_disagrees
+    flags: tuple = ()
     output_checksum_match: bool | None = None
     contention_cores: float | None = None  # CPU cores other processes used, in the busiest of its windows
+    gpu_other_processes: int | None = None  # most other processes NVML listed on the GPU in its (or idle) windows
     throttled: bool | None = None
     device_state_before: dict = field(default_factory=dict)
     device_state_after: dict = field(default_factory=dict)

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from bench.annual import NotProjectable, Schedule, project
 from bench.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.records import Record
+from bench.validity import describe_flags
 
 RUNTIME_COLOURS = {
     "torch-eager": "#1f77b4",
@@ -116,7 +117,7 @@ def _hover(r: Record) -> str:
             f"{_text(r.quality_metric)}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
             energy,
             f"p50 {r.latency_ms_p50:.3g} ms, p99 {r.latency_ms_p99:.3g} ms",
-            f"flags: {_text(', '.join(r.flags) or 'none')}",
+            f"flags: {_text(describe_flags(r) or 'none')}",
         ]
     )
 
@@ -263,7 +264,7 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell
         _cell(r.peak_memory_mb, ".0f"),
         _cell(r.params, ","),
         _cell(r.size_bytes and r.size_bytes / 1024, ".0f"),
-        Cell(", ".join(r.flags)),
+        Cell(describe_flags(r)),
     ]
 
 

@@ -30,6 +30,7 @@ def run(
     *,
     device: str | None = None,
     twin: str | None = None,
+    grid: str | None = None,
     runtime: str | None = None,
     threads: int | None = None,
     out: Path | None = None,
@@ -42,12 +43,16 @@ def run(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda done, total, what: None,
 ) -> RunDir:
-    """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
+    """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input.
+
+    `grid`: measure on this grid instead of the suite's (its name; a user grid's cache must exist)."""
     from bench.store import RUNS
 
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         raise ConfigError(f"--max-minutes must be a positive number, got {max_minutes}")
     if resume is not None:
+        if grid is not None:
+            raise ConfigError("--resume continues the grids of its plan: drop --grid")
         run_dir = RunDir.open(resume)
         with run_dir.lock():
             saved = run_dir.read_json("plan.json")
@@ -71,6 +76,8 @@ def run(
     if root.exists() and not root.is_dir():
         raise InputError(f"--out {root} is a file, not a folder for runs")
     plan = make_plan(load_suite(suite_name), device, twin, runtime, threads, variants)
+    if grid is not None:  # workers load the grid by name from the cache: the name is all a plan needs
+        plan = dataclasses.replace(plan, grids=(grid,))
     with _executor(executor, plan.device, ray_address, log) as ex:
         shards = _shards(plan, plan.cells(), ex, shard_size, max_minutes, log)  # refusals come before any folder
         run_id = new_run_id(plan.suite)

@@ -19,6 +19,7 @@ from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_group
 from bench.records import Record
 from bench.store import RunDir
 from bench.suites import MODEL_SIZES, load_suite
+from bench.validity import CONTENDED_CORES
 from compress.replay import rebuild_variant
 from models.checkpoint import identity
 from models.errors import ConfigError, InputError, UnknownNameError, Verdict
@@ -223,8 +224,21 @@ def _reasons(
     if chosen.flags:
         out.append(f"validity flags on this cell: {', '.join(chosen.flags)}")
     if "contended" in chosen.flags:
-        out.append(f"WARNING: measured while other processes used {chosen.contention_cores:.2g} cores of the "
-                   "machine; its figures are not to be trusted: re-measure on an idle machine")  # fmt: skip
+        seen = []
+        if (chosen.contention_cores or 0.0) > CONTENDED_CORES:
+            seen.append(f"other processes used {chosen.contention_cores:.2g} cores of the machine")
+        if chosen.gpu_other_processes:
+            seen.append(f"{chosen.gpu_other_processes} other process(es) used its GPU")
+        out.append(
+            f"WARNING: measured while {' and '.join(seen) or 'other processes were busy'}; its figures are "
+            "not to be trusted: re-measure on an idle machine"
+        )
+    if "counter_disagrees" in chosen.flags and chosen.energy_crosscheck_pct is not None:
+        out.append(
+            f"WARNING: the GPU's polled power integrates to {chosen.energy_crosscheck_pct:+.0f} % of its energy "
+            "counter on this cell (a load the power reading samples only part of the time): its energy figures "
+            "are in doubt; check them against an external meter"
+        )
     return out
 
 

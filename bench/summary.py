@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
 from bench.records import Record
+from bench.validity import describe_flags
 
 REFERENCE_RUNTIME = "torch-eager"
 
@@ -69,7 +70,7 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
                 f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, _ref(r, ref, 'energy_j_per_inference'))} "
                 f"| {_fmt(r.latency_ms_p50)} | {_fmt(r.latency_ms_p99)} "
                 f"| {_ratio(r.latency_ms_p50, _ref(r, ref, 'latency_ms_p50'))} | {_fmt(r.params, ',')} "
-                f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {', '.join(r.flags)} |"
+                f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {describe_flags(r)} |"
             )
         if ties:
             lines += [
