@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.errors import ConfigError, TwinbenchError, UnknownNameError
+from models.errors import ConfigError, TwinbenchError
 
 
 def _number(kind: type = float, low: float | None = None, high: float | None = None, above: float | None = None):
@@ -106,20 +106,22 @@ def _doc_line(obj) -> str:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from bench.suites import known_grids, load_suite
-    from models.grid.cache import ensure_grid
+    from bench.suites import choose_grid, load_suite
+    from models.grid.build import ensure_grid
 
     if args.grid:
-        if args.grid not in known_grids():
-            raise UnknownNameError("grid", args.grid, known_grids())
-        grids = [args.grid]
+        sources = [choose_grid(args.grid, args.profiles)]
+    elif args.profiles:
+        raise ConfigError("--profiles goes with --grid NET.json (the pandapower net the profiles belong to)")
     else:
-        grids = list(load_suite(args.suite).grids)
-    for grid in grids:
-        data = ensure_grid(grid, rebuild=args.rebuild, log=lambda m: print(m, file=sys.stderr))
+        suite = load_suite(args.suite)
+        sources = [suite.grid_source(grid) for grid in suite.grids]
+    for source in sources:
+        data = ensure_grid(source, rebuild=args.rebuild, log=lambda m: print(m, file=sys.stderr))
         sizes = data.manifest["sizes"]
+        origin = f" (from {' + '.join(source.given)})" if source.is_file else ""
         print(
-            f"{grid}: {sizes['nodes']} nodes, {sizes['edges'] // 2} branches, "
+            f"{source.name}{origin}: {sizes['nodes']} nodes, {sizes['edges'] // 2} branches, "
             f"{len(data.streams['channel_names'])} streams, {sizes['snapshots']} snapshots, "
             f"{len(data.trajectories['time_step'])} steps -> {data.path}"
         )
@@ -127,19 +129,34 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _suite_twins(args: argparse.Namespace):
-    """(suite, grid names, twin classes) selected by --suite/--grid/--twin, validated."""
+    """(suite, grid names, twin classes) selected by --suite/--grid/--twin, validated; a user grid
+    given as a file has its cache built (or verified) here."""
     from bench.suites import load_suite
     from models.registry import get_twin
 
     suite = load_suite(args.suite)
-    if getattr(args, "grid", None):
-        if args.grid not in suite.grids:
-            raise UnknownNameError(f"grid of suite {suite.name}", args.grid, list(suite.grids))
-        grids = [args.grid]
-    else:
-        grids = list(suite.grids)
     twins = [get_twin(args.twin)] if args.twin else [get_twin(t) for t in suite.twins]
-    return suite, grids, twins
+    grid = _chosen_grid(args, suite)
+    return suite, [grid] if grid else list(suite.grids), twins
+
+
+def _chosen_grid(args: argparse.Namespace, suite=None) -> str | None:
+    """The grid named by --grid [--profiles], or None (the suite's grids). A pandapower file's cache is
+    built here when missing or stale, so `train` and `run` take the file directly."""
+    from bench.suites import choose_grid, load_suite
+    from models.grid.build import ensure_grid
+
+    profiles = getattr(args, "profiles", None)
+    if not getattr(args, "grid", None):
+        if profiles:
+            raise ConfigError("--profiles goes with --grid NET.json (the pandapower net the profiles belong to)")
+        return None
+    if suite is None and getattr(args, "suite", None):
+        suite = load_suite(args.suite)
+    source = choose_grid(args.grid, profiles, suite)
+    if source.is_file and not getattr(args, "dry_run", False):  # a dry run writes nothing: a plan needs the name
+        ensure_grid(source, log=lambda m: print(m, file=sys.stderr))
+    return source.name
 
 
 def _require_cuda() -> None:
@@ -234,15 +251,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import dry_run, run
 
     if args.dry_run:
-        print(dry_run(args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
-                      resume=args.resume, variants=args.variant, shard_size=args.shard_size,
+        print(dry_run(args.suite, device=args.device, twin=args.twin, grid=_chosen_grid(args), runtime=args.runtime,
+                      threads=args.threads, resume=args.resume, variants=args.variant, shard_size=args.shard_size,
                       max_minutes=args.max_minutes))  # fmt: skip
         return 0
     console = Console(stderr=True)
     with RunProgress(console) as progress:
         try:
             run_dir = run(
-                args.suite, device=args.device, twin=args.twin, runtime=args.runtime, threads=args.threads,
+                args.suite, device=args.device, twin=args.twin, grid=_chosen_grid(args), runtime=args.runtime,
+                threads=args.threads,
                 out=args.out, resume=args.resume, max_minutes=args.max_minutes, variants=args.variant,
                 executor=args.executor, ray_address=args.ray_address, shard_size=args.shard_size,
                 log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress,
@@ -389,6 +407,14 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 PCT = _number(low=0, high=1e6)
+GRID_HELP = (
+    "only this grid of the suite; or, instead of the suite's grids, a pandapower network file (NET.json) "
+    "or a user grid's name as `twinbench data` prints it"
+)
+PROFILES_HELP = (
+    "CSV (or Parquet) of the net's element profiles: a `time` column every 15 min and columns such as "
+    "load:3:p_mw, load:3:q_mvar, sgen:0:p_mw, storage:0:p_mw (README: 'Bring your own grid')"
+)
 
 
 def _schedule_options(parser: argparse.ArgumentParser) -> None:
@@ -416,13 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="build (or verify) the grid data cache and print its path")
     which = data.add_mutually_exclusive_group()
     which.add_argument("--suite", default="smoke", help="build the grids of this suite (default: smoke)")
-    which.add_argument("--grid", help="build one grid")
+    which.add_argument("--grid", metavar="GRID", help="build one grid: a SimBench code of a suite, or a pandapower "
+                       "network file (NET.json, pandapower.to_json) with its profiles inside or in --profiles")  # fmt: skip
+    data.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
     data.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     data.set_defaults(func=_cmd_data)
 
     train = commands.add_parser("train", help="train (or load) the reference twins and compare them with baselines")
     train.add_argument("--suite", default="smoke")
-    train.add_argument("--grid", help="only this grid of the suite")
+    train.add_argument("--grid", help=GRID_HELP)
+    train.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
     train.add_argument("--twin", help="only this twin")
     train.add_argument("--split", default="test", choices=["train", "val", "test"])
     train.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
@@ -442,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="measure a suite: quality, energy, latency and memory per cell")
     run.add_argument("--suite", help="suite to run (see `twinbench list`)")
     run.add_argument("--twin", help="only this twin")
+    run.add_argument("--grid", help=GRID_HELP)
+    run.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
     run.add_argument("--runtime", help="only this runtime")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
     run.add_argument(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ConfigError, UnknownNameError
+from models.grid.source import GridSource, looks_like_path, resolve_grid, user_grid
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEVICES = ("cpu", "cuda")
@@ -40,10 +41,11 @@ class Suite:
     description: str
     device: str
     model_size: str
-    grids: tuple[str, ...]
+    grids: tuple[str, ...]  # names: SimBench codes, user grids' `<stem>-<hash>` (models/grid/source.py)
     twins: tuple[str, ...]
     measure: MeasureConfig
     variants: tuple = ()  # compress.base.Variant chains besides the reference (always measured)
+    grid_sources: tuple[GridSource, ...] = ()  # what the user grids among `grids` are built from
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -52,6 +54,12 @@ class Suite:
             raise ConfigError(f"suite {self.name}: model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
         if not self.grids or not self.twins:
             raise ConfigError(f"suite {self.name}: grids and twins must not be empty")
+        if len(set(self.grids)) < len(self.grids):
+            raise ConfigError(f"suite {self.name}: a grid is listed twice in {list(self.grids)}")
+
+    def grid_source(self, name: str) -> GridSource:
+        """What one of the suite's grids is built from."""
+        return next((s for s in self.grid_sources if s.name == name), GridSource(name))
 
 
 def suite_names() -> list[str]:
@@ -100,12 +108,13 @@ def load_suite(name: str | Path) -> Suite:
         raw = tomllib.loads(path.read_text())
         measure = raw.pop("measure")
         variant_specs = raw.pop("variant", [])
+        sources = tuple(_grid(g, path) for g in raw.pop("grids"))
         suite = Suite(
             name=name,
             description=raw.pop("description"),
             device=raw.pop("device"),
             model_size=raw.pop("model_size"),
-            grids=tuple(raw.pop("grids")),
+            grids=tuple(s.name for s in sources),
             twins=tuple(raw.pop("twins")),
             measure=MeasureConfig(
                 window_s=float(measure.pop("window_s")),
@@ -114,6 +123,7 @@ def load_suite(name: str | Path) -> Suite:
                 runtimes=tuple(measure.pop("runtimes")),
             ),
             variants=tuple(_variant(v, path) for v in variant_specs),
+            grid_sources=tuple(s for s in sources if s.is_file),
         )
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
@@ -149,6 +159,36 @@ def _variant(spec: dict, path: Path):
         raise _with_hint(e, f"in {path} ({PLUGIN_HINT})") from None
 
 
+def _grid(entry, path: Path) -> GridSource:
+    """A suite's grid: a SimBench code, a pandapower JSON file, or `{net = "NET.json", profiles = "FILE"}`;
+    relative paths start at the suite file's folder."""
+    if isinstance(entry, dict):
+        if not isinstance(entry.get("net"), str) or set(entry) - {"net", "profiles"}:
+            raise ConfigError(f"{path}: a grid table needs `net` (and may have `profiles`), got {entry}")
+        if not isinstance(entry.get("profiles", ""), str):
+            raise ConfigError(f"{path}: a grid's `profiles` must be a path, got {entry['profiles']!r}")
+        return user_grid(entry["net"], entry.get("profiles"), base=path.parent)
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"{path}: grids are SimBench codes, pandapower .json paths or {{net, profiles}} tables, "
+                          f"got {entry!r}")  # fmt: skip
+    return user_grid(entry, base=path.parent) if looks_like_path(entry) else GridSource(entry)
+
+
 def known_grids() -> list[str]:
-    """Every grid some suite uses: the grids twinbench builds data for."""
+    """Every grid some suite uses: the grids twinbench builds data for by name."""
     return sorted({g for name in suite_names() for g in load_suite(name).grids})
+
+
+def choose_grid(text: str, profiles: str | None = None, suite: Suite | None = None) -> GridSource:
+    """The grid a command line names with `--grid TEXT [--profiles FILE]`: one of the suite's grids
+    (or, without a suite, of any suite's), a pandapower JSON file, or a user grid built before (its
+    `<stem>-<hash>` name, as `twinbench data` prints it). Anything else lists the valid names."""
+    for candidate in [suite] if suite is not None else [load_suite(n) for n in suite_names()]:
+        if text in candidate.grids and profiles is None:
+            return candidate.grid_source(text)
+    source = resolve_grid(text, profiles)
+    if source.is_file:
+        return source
+    valid = list(suite.grids) if suite is not None else known_grids()
+    unknown = UnknownNameError("grid" if suite is None else f"grid of suite {suite.name}", text, valid)
+    raise _with_hint(unknown, "or a pandapower network file: --grid NET.json [--profiles FILE]")

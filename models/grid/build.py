@@ -1,7 +1,9 @@
-"""Build a grid's cache from SimBench profiles solved with AC power flow.
+"""Build a grid's cache from its element profiles solved with AC power flow, and `ensure_grid`
+(load the cache, or build it): the layer above the cache (models/grid/cache.py) and the inputs
+(models/grid/inputs.py).
 
-The only module that imports simbench and pandapower (both are slow to import and absent on GPU
-machines, which run from a carried cache).
+simbench and pandapower are imported inside functions only (both are slow to import and absent on
+GPU machines, which run from a carried cache).
 """
 
 from __future__ import annotations
@@ -16,13 +18,27 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import CacheError, DataError
-from models.grid.cache import GridDataConfig, write_cache
+from models.grid.cache import GridData, GridDataConfig, grid_dir, load_grid, sha256_file, write_cache
+from models.grid.inputs import (
+    STEP_MINUTES,
+    VALUE_KEYS,
+    ElementSeries,
+    check_files,
+    file_profiles,
+    load_simbench_net,
+    net_profiles,
+    read_net_file,
+)
 from models.grid.powerflow import NetworkModel, power_mismatch_pu, solve_power_flow
+from models.grid.source import GridSource, resolve_grid
 from models.grid.streams import deduplicate_channels, time_split, train_stats
 
-YEAR_START = "2016-01-01T00:00"
-STEP_MINUTES = 15
+__all__ = ["build_grid", "check_supported", "ensure_grid", "load_simbench_net", "reduce_network"]
+
 ELEMENTS = ("load", "sgen", "storage")
+# The twins forecast 24 steps from the last 96 (sensor-transformer, diffusion-forecaster): each split
+# needs room for such windows, and two days is the least that gives a few of them to train and score.
+MIN_SPLIT_STEPS = 2 * 96
 
 
 @dataclass(frozen=True)
@@ -39,19 +55,14 @@ class GridModel:
     node_attr: np.ndarray  # (N, 5)
 
 
-def load_simbench_net(grid: str):
-    """The SimBench net for a grid code; a clear error for an unknown one."""
-    try:
-        import simbench
-    except ImportError as e:  # a GPU machine: it must be given a carried cache instead
-        raise CacheError(
-            "building grid data needs the simbench and pandapower packages, which are not installed here; "
-            "build the cache on a machine that has them and carry it (see README, 'Data cache')"
-        ) from e
-    try:
-        return simbench.get_simbench_net(grid)
-    except Exception as e:  # simbench raises bare errors for unknown codes
-        raise DataError(f"simbench cannot load grid {grid!r}: {e}") from e
+def check_supported(net) -> None:
+    """What the batched solver cannot model, refused before any profile is read. (Several slack buses
+    show only in pandapower's internal model: reduce_network refuses them.)"""
+    if len(net.gen) and net.gen.in_service.any():
+        raise DataError("grids with voltage-controlled generators (PV buses) are not supported by the batched solver")
+    for column in ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "const_i_q_percent"):
+        if column in net.load and net.load[column].abs().max() > 0:
+            raise DataError(f"voltage-dependent loads ({column}) are not supported by the batched solver")
 
 
 def reduce_network(net) -> GridModel:
@@ -63,12 +74,11 @@ def reduce_network(net) -> GridModel:
     import pandapower as pp
     from pandapower.pypower.idx_brch import BR_B, BR_R, BR_STATUS, BR_X, F_BUS, SHIFT, T_BUS, TAP
 
-    if len(net.gen) and net.gen.in_service.any():
-        raise DataError("grids with voltage-controlled generators (PV buses) are not supported by the batched solver")
-    for column in ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "const_i_q_percent"):
-        if column in net.load and net.load[column].abs().max() > 0:
-            raise DataError(f"voltage-dependent loads ({column}) are not supported by the batched solver")
-    pp.runpp(net, numba=False)
+    check_supported(net)
+    try:
+        pp.runpp(net, numba=False)
+    except Exception as e:  # pandapower's own errors (no slack, no convergence) are plain exceptions
+        raise DataError(f"pandapower's power flow fails on the net's static values ({type(e).__name__}: {e})") from e
     ppci = net._ppc["internal"]
     if len(ppci["ref"]) != 1:
         raise DataError(f"expected one slack bus, found {len(ppci['ref'])}")
@@ -163,26 +173,41 @@ def node_injections(model: GridModel, net, element_values: dict[str, np.ndarray]
     return s / model.network.base_mva
 
 
-def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) -> None:
-    """Build every cached array of `grid` into `directory`."""
+def ensure_grid(
+    grid: str | GridSource,
+    root: Path | None = None,
+    config: GridDataConfig | None = None,
+    *,
+    rebuild: bool = False,
+    log=print,
+) -> GridData:
+    """Load the grid's cache, building (or rebuilding) it when missing, corrupt or stale. `grid`: a
+    SimBench code, a user grid's source (models/grid/source.py), or a name `resolve_grid` knows."""
+    source = grid if isinstance(grid, GridSource) else resolve_grid(grid, root=root)
+    config = config or GridDataConfig()
+    if not rebuild:
+        try:
+            return load_grid(source.name, root, config)
+        except CacheError as e:
+            check_files(source)  # a file not there is the message, not the cache it would build
+            log(f"building: {str(e).splitlines()[0]}")
+    build_grid(source, grid_dir(source.name, root), config, log=log)
+    return load_grid(source.name, root, config)
+
+
+def build_grid(source: GridSource | str, directory: Path, config: GridDataConfig, log=print) -> None:
+    """Build every cached array of a grid (a SimBench code or a user's pandapower file) into `directory`."""
+    source = source if isinstance(source, GridSource) else GridSource(source)
+    grid = source.name
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small dense solves: threads only contend
     # pandapower warns at every run that numba is missing; its compiled paths do not matter for
     # the one reference run we make, and the warning would drown the build log.
     logging.getLogger("pandapower").setLevel(logging.ERROR)
     started = time.perf_counter()
-    log(f"building {grid}: loading SimBench net")
-    net = load_simbench_net(grid)
-    import simbench
-
-    profiles = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
-    values = {
-        "load_p_mw": profiles[("load", "p_mw")].to_numpy(np.float64),
-        "load_q_mvar": profiles[("load", "q_mvar")].to_numpy(np.float64),
-        "sgen_p_mw": profiles[("sgen", "p_mw")].to_numpy(np.float64),
-        "storage_p_mw": profiles[("storage", "p_mw")].to_numpy(np.float64),
-    }
-    n_steps = values["load_p_mw"].shape[0]
-    split = time_split(n_steps, config.train_frac, config.val_frac)
+    net, series, source_info = _inputs(source, log)
+    values = series.values
+    n_steps = series.steps
+    split = _split(n_steps, config, grid)
     time_step = np.arange(n_steps, dtype=np.int32)
 
     log(f"building {grid}: power flow over {n_steps} steps")
@@ -217,7 +242,7 @@ def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) ->
         "q_inj_pu": q_inj,
     }
 
-    streams, dedup_info = _streams(net, values, split, config)
+    streams, dedup_info = _streams(net, series, split, config)
     stats = {}
     stats["streams_mean"], stats["streams_std"] = train_stats(streams["values"], split)
     for name in ("vm_pu", "va_degree", "p_inj_pu", "q_inj_pu"):
@@ -242,7 +267,7 @@ def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) ->
     }
     info = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "time": {"start": YEAR_START, "step_minutes": STEP_MINUTES, "steps": n_steps},
+        "time": {"start": series.start, "step_minutes": STEP_MINUTES, "steps": n_steps},
         "split_steps": {
             name: [int(np.flatnonzero(split == i)[0]), int(np.flatnonzero(split == i)[-1]) + 1]
             for i, name in enumerate(("train", "val", "test"))
@@ -251,6 +276,7 @@ def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) ->
         "powerflow": {"solver": "batched Z-bus (models/grid/powerflow.py)", "max_mismatch_pu": mismatch},
         "dedup": dedup_info,
         "build_seconds": round(time.perf_counter() - started, 2),
+        **source_info,
     }
     write_cache(
         directory,
@@ -266,6 +292,47 @@ def build_grid(grid: str, directory: Path, config: GridDataConfig, log=print) ->
         info,
     )
     log(f"built {grid} in {time.perf_counter() - started:.1f} s -> {directory}")
+
+
+def _inputs(source: GridSource, log) -> tuple[object, ElementSeries, dict]:
+    """(pandapower net, element profiles, manifest entries) of a SimBench code or a user's files."""
+    if not source.is_file:
+        log(f"building {source.name}: loading SimBench net")
+        net = load_simbench_net(source.name)
+        return net, net_profiles(net, source.name), {}
+    # Hashed before reading: a file changed while we read it leaves a manifest that says stale.
+    inputs = [{"role": role, "path": given, "resolved": str(path)} for role, path, given in source.files]
+    for entry, (_, path, _) in zip(inputs, source.files, strict=True):
+        if path.is_file():
+            entry["sha256"] = sha256_file(path)
+    net_given = source.given[0]
+    log(f"building {source.name}: loading {net_given}" + (f" and {source.given[1]}" if source.profiles else ""))
+    net = read_net_file(source.net, net_given)
+    check_supported(net)
+    series = file_profiles(net, source.profiles, source.given[1]) if source.profiles else net_profiles(net, net_given)
+    return net, series, {"source": {"kind": "pandapower file", "inputs": inputs}}
+
+
+def _split(n_steps: int, config: GridDataConfig, grid: str) -> np.ndarray:
+    """The time split, refused when a split is too short for the twins' windows."""
+    sizes = _split_sizes(n_steps, config)
+    if sizes.min() < MIN_SPLIT_STEPS:
+        need = max(n_steps, 96)
+        while _split_sizes(need, config).min() < MIN_SPLIT_STEPS:
+            need += 96
+        raise DataError(
+            f"{grid}: {n_steps} steps ({n_steps / 96:.1f} days) are too few: the train/val/test splits get "
+            f"{'/'.join(map(str, sizes))} steps, and each needs at least {MIN_SPLIT_STEPS} (two days: the twins "
+            f"forecast 24 steps from the last 96); give at least {need} steps ({need // 96} days)"
+        )
+    return time_split(n_steps, config.train_frac, config.val_frac)
+
+
+def _split_sizes(n_steps: int, config: GridDataConfig) -> np.ndarray:
+    try:
+        return np.bincount(time_split(n_steps, config.train_frac, config.val_frac), minlength=3)
+    except ValueError:  # a split would be empty
+        return np.zeros(3, dtype=np.int64)
 
 
 def _check_base_case(model: GridModel, net) -> None:
@@ -285,20 +352,15 @@ def _check_base_case(model: GridModel, net) -> None:
         raise DataError(f"batched solver disagrees with pandapower on the base case by {err:.2e} p.u.")
 
 
-def _streams(net, values: dict[str, np.ndarray], split: np.ndarray, config: GridDataConfig):
+def _streams(net, series: ElementSeries, split: np.ndarray, config: GridDataConfig):
     """The metering streams (load P/Q, generation P, storage P), one channel per distinct profile."""
     columns, names, profiles = [], [], []
-    for key, table in (
-        ("load_p_mw", "load"),
-        ("load_q_mvar", "load"),
-        ("sgen_p_mw", "sgen"),
-        ("storage_p_mw", "storage"),
-    ):
-        quantity = key.removeprefix(f"{table}_")
+    for key in VALUE_KEYS:
+        table, quantity = key.split("_", 1)
         for j, idx in enumerate(net[table].index):
-            columns.append(values[key][:, j])
+            columns.append(series.values[key][:, j])
             names.append(f"{table}:{idx}:{quantity}")
-            profiles.append(str(net[table].profile.iloc[j]))
+            profiles.append(series.labels[key][j])
     all_values = np.stack(columns, axis=1)
     dedup = deduplicate_channels(all_values[split == 0], config.dedup_min_corr)
     streams = {

@@ -1,7 +1,7 @@
 """The grid data cache: plain npz files plus a JSON manifest, verified before use.
 
 This module must not import simbench or pandapower: a GPU machine without them runs from a carried
-cache alone. Building lives in `models/grid/build.py`.
+cache alone. Building (and `ensure_grid`, load or build) lives in `models/grid/build.py`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -24,6 +26,8 @@ CACHE_ENV = "TWINBENCH_CACHE"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Packages whose version changes the data; numpy only stores it.
 DATA_PACKAGES = ("simbench", "pandapower")
+# A user grid's name (models/grid/source.py): a file stem and 8 hex digits; SimBench codes end in -sw.
+USER_GRID_NAME = re.compile(r"^[A-Za-z0-9._-]{1,40}-[0-9a-f]{8}$")
 
 # Every cached array, with its meaning. Written into each manifest; README documents the same.
 ARRAYS: dict[str, dict[str, str]] = {
@@ -46,7 +50,7 @@ ARRAYS: dict[str, dict[str, str]] = {
         "base_mva": "() system base power in MVA",
     },
     "snapshots.npz": {
-        "time_step": "(S,) index of the 15-minute step in the year (0 = 2016-01-01 00:00)",
+        "time_step": "(S,) index of the 15-minute step from the manifest's time.start (SimBench: 2016-01-01 00:00)",
         "split": "(S,) 0 train, 1 val, 2 test",
         "load_p_mw": "(S, n_load) load active power, columns in net.load order",
         "load_q_mvar": "(S, n_load) load reactive power, columns in net.load order",
@@ -58,16 +62,16 @@ ARRAYS: dict[str, dict[str, str]] = {
         "va_degree": "(S, N) AC power-flow voltage angle per node in degrees",
     },
     "streams.npz": {
-        "time_step": "(T,) every 15-minute step of the year",
+        "time_step": "(T,) every 15-minute step (of the year, for SimBench grids)",
         "split": "(T,) 0 train, 1 val, 2 test",
         "values": "(T, C) deduplicated metering streams in MW or Mvar",
         "channel_names": "(C,) '<element>:<index>:<quantity>', e.g. 'load:3:p_mw'",
-        "channel_profiles": "(C,) SimBench profile name of each kept channel",
+        "channel_profiles": "(C,) where each kept channel comes from: its SimBench profile name, or its column of a user's profiles file",
         "all_channel_names": "(C_all,) every channel before deduplication",
         "group_of": "(C_all,) kept channel each original channel duplicates (-1: constant, dropped)",
     },
     "trajectories.npz": {
-        "time_step": "(T,) every 15-minute step of the year, contiguous",
+        "time_step": "(T,) every 15-minute step (of the year, for SimBench grids), contiguous",
         "split": "(T,) 0 train, 1 val, 2 test",
         "vm_pu": "(T, N) voltage magnitude per node from sequential AC power flow",
         "va_degree": "(T, N) voltage angle per node in degrees",
@@ -238,7 +242,33 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
         entry = files[name]
         if not isinstance(entry, dict) or sha256_file(path) != entry.get("sha256"):
             raise CacheError(f"corrupt cache {directory}: {name} does not match its hash in manifest.json")
+    _check_inputs(directory, manifest)
     return manifest
+
+
+def _check_inputs(directory: Path, manifest: dict) -> None:
+    """A user grid's cache is stale once one of its input files changed. A file that is not there
+    (a GPU machine running from a carried cache) cannot be checked: the manifest is trusted."""
+    source = manifest.get("source")
+    inputs = source.get("inputs") if isinstance(source, dict) else None
+    for entry in inputs if isinstance(inputs, list) else []:
+        path = Path(str(entry.get("resolved", ""))) if isinstance(entry, dict) else None
+        if path is not None and path.is_file() and sha256_file(path) != entry.get("sha256"):
+            raise CacheError(f"stale cache {directory}: {entry.get('path')} ({path}) changed since the cache was built")
+
+
+def build_hint(grid: str, directory: Path) -> str:
+    """The command that builds a grid's cache: a user grid's is in its manifest (when there is one)."""
+    try:
+        source = json.loads((directory / "manifest.json").read_text()).get("source", {})
+        files = {i["role"]: i["resolved"] for i in source["inputs"]}
+        command = f"twinbench data --grid {shlex.quote(files['net'])}"
+        return command + (f" --profiles {shlex.quote(files['profiles'])}" if "profiles" in files else "")
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    if USER_GRID_NAME.match(grid):
+        return f"twinbench data --grid NET.json [--profiles FILE] (the pandapower file {grid} was named after)"
+    return f"twinbench data --grid {grid}"
 
 
 def load_grid(grid: str, root: Path | None = None, config: GridDataConfig = GridDataConfig()) -> GridData:
@@ -247,7 +277,7 @@ def load_grid(grid: str, root: Path | None = None, config: GridDataConfig = Grid
     try:
         manifest = verify_cache(directory, grid, config)
     except CacheError as e:
-        raise CacheError(f"{e}\n  build it with: twinbench data --grid {grid}") from e
+        raise CacheError(f"{e}\n  build it with: {build_hint(grid, directory)}") from e
     loaded = {}
     for name in FILES:
         with np.load(directory / name, allow_pickle=False) as npz:
@@ -257,23 +287,3 @@ def load_grid(grid: str, root: Path | None = None, config: GridDataConfig = Grid
             if shapes != {k: v["shape"] for k, v in expected.items()}:
                 raise CacheError(f"corrupt cache {directory}: arrays of {name} differ from manifest.json")
     return GridData(grid=grid, path=directory, manifest=manifest, **loaded)
-
-
-def ensure_grid(
-    grid: str,
-    root: Path | None = None,
-    config: GridDataConfig = GridDataConfig(),
-    *,
-    rebuild: bool = False,
-    log=print,
-) -> GridData:
-    """Load the grid's cache, building (or rebuilding) it when missing, corrupt or stale."""
-    if not rebuild:
-        try:
-            return load_grid(grid, root, config)
-        except CacheError as e:
-            log(f"building: {str(e).splitlines()[0]}")
-    from models.grid.build import build_grid  # imports simbench + pandapower: only when building
-
-    build_grid(grid, grid_dir(grid, root), config, log=log)
-    return load_grid(grid, root, config)

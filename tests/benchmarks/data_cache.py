@@ -23,7 +23,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # Cold: a fresh process (imports of simbench/pandapower included), an empty cache.
-        code = f"from pathlib import Path; from models.grid.cache import ensure_grid; ensure_grid({GRID!r}, Path({tmp!r}), log=lambda m: None)"
+        code = f"from pathlib import Path; from models.grid.build import ensure_grid; ensure_grid({GRID!r}, Path({tmp!r}), log=lambda m: None)"
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
         cold_s = time.perf_counter() - start

@@ -1,0 +1,291 @@
+"""A grid's inputs as arrays: the pandapower net and the power of its elements over time.
+
+Three ways in: a SimBench code (simbench's net and profiles); a user's pandapower JSON file with
+SimBench-style profiles inside (`net.profiles` plus each element's `profile` column, what
+`simbench.get_absolute_values` reads); or such a file without profiles plus a profiles file:
+
+    time,load:0:p_mw,load:0:q_mvar,load:1:p_mw,sgen:0:p_mw,storage:0:p_mw
+    2016-01-01 00:00,0.0021,0.0008,0.0030,0.0,0.0
+    2016-01-01 00:15,...
+
+- `time`: required, ISO 8601 (or SimBench's `01.01.2016 00:15`), one row every 15 minutes (wall-clock
+  times without a zone may jump at daylight-saving changes, as SimBench's do).
+- `<element>:<index>:<quantity>`: the value the element's `p_mw` / `q_mvar` column would hold at that
+  step, `<index>` a row index of `net.load`, `net.sgen` or `net.storage`. Quantities: `p_mw` for all
+  three, `q_mvar` for loads (static generators and storage keep their static `q_mvar`, as with SimBench
+  profiles). The net's `scaling` column applies on top, as in pandapower.
+- A load with `p_mw` but no `q_mvar` column keeps its static power factor: q = p · q_static / p_static
+  (its static `q_mvar` where its static `p_mw` is 0). An element without columns keeps its static values.
+- CSV (any extension but `.parquet`/`.pq`), or Parquet with the same columns where pandas can read
+  it (it needs pyarrow or fastparquet, which `make setup` does not install).
+
+simbench and pandapower are imported inside the functions: slow to import, absent on GPU machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import CacheError, DataError, InputError
+from models.grid.source import GridSource
+
+STEP_MINUTES = 15
+VALUE_KEYS = ("load_p_mw", "load_q_mvar", "sgen_p_mw", "storage_p_mw")  # (table, quantity) of each profile
+COLUMN = re.compile(r"^(load|sgen|storage):(-?\d+):(p_mw|q_mvar)$")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+NET_FILE = "a pandapower network file (pandapower.to_json(net, 'net.json'))"
+PROFILES_FILE = "a CSV (or Parquet) file of element profiles"
+
+
+@dataclass(frozen=True)
+class ElementSeries:
+    """The power of every load, static generator and storage unit at every step."""
+
+    values: dict[str, np.ndarray]  # VALUE_KEYS -> (T, n_elem) in MW / Mvar, columns in the net's table order
+    labels: dict[str, list[str]]  # VALUE_KEYS -> where each column comes from (profile name, file column)
+    start: str | None  # step 0 as ISO 8601 (None: the profiles carry no time)
+
+    @property
+    def steps(self) -> int:
+        return self.values["load_p_mw"].shape[0]
+
+
+def load_simbench_net(grid: str):
+    """The SimBench net for a grid code; a clear error for an unknown one."""
+    try:
+        import simbench
+    except ImportError as e:  # a GPU machine: it must be given a carried cache instead
+        raise CacheError(
+            "building grid data needs the simbench and pandapower packages, which are not installed here; "
+            "build the cache on a machine that has them and carry it (see README, 'Data cache')"
+        ) from e
+    try:
+        return simbench.get_simbench_net(grid)
+    except Exception as e:  # simbench raises bare errors for unknown codes
+        raise DataError(f"simbench cannot load grid {grid!r}: {e}") from e
+
+
+def read_net_file(path: Path, given: str):
+    """A user's pandapower network from its JSON file (`pandapower.to_json`)."""
+    _check_file(path, given, NET_FILE)
+    import pandapower as pp
+
+    try:
+        net = pp.from_json(str(path))
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{given} is not a pandapower network file: not text (JSON), {e.reason} at byte {e.start}"
+        ) from e
+    except Exception as e:  # pandapower raises UserWarning, AttributeError, ... for what it cannot read
+        what = "not JSON" if "json" in str(e).lower() else "JSON, but not a pandapower network"
+        raise DataError(
+            f"{given} is not a pandapower network file: {what} (pandapower.from_json: {type(e).__name__}: {e}); "
+            "save a net with pandapower.to_json(net, 'net.json')"
+        ) from e
+    if not isinstance(net, pp.pandapowerNet) or not len(net.bus):
+        raise DataError(f"{given} is not a pandapower network file, or holds a net without buses")
+    return net
+
+
+def net_profiles(net, what: str) -> ElementSeries:
+    """The profiles stored in the net, SimBench-style, as absolute element powers."""
+    import simbench
+
+    if not isinstance(getattr(net, "profiles", None), dict) or not any(len(p) for p in net.profiles.values()):
+        raise DataError(
+            f"{what} holds no time series (no SimBench-style net.profiles): give its element profiles "
+            "with --profiles FILE (format: README, 'Bring your own grid')"
+        )
+    try:
+        absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+        values = {
+            key: absolute[(table, quantity)]
+            .reindex(columns=net[table].index)  # the net's table order, whatever simbench returns
+            .to_numpy(np.float64)
+            for key, (table, quantity) in _tables().items()
+        }
+    except Exception as e:  # a profile name without a column, tables of different lengths, ...
+        raise DataError(f"{what}: simbench cannot read the net's profiles ({type(e).__name__}: {e})") from e
+    labels = {
+        key: [str(p) for p in net[table].profile] if "profile" in net[table] else ["static"] * len(net[table])
+        for key, (table, _) in _tables().items()
+    }
+    for key, array in values.items():
+        bad = ~np.isfinite(array)
+        if bad.any():
+            step, col = np.argwhere(bad)[0]
+            raise DataError(
+                f"{what}: the profiles give {key.split('_')[0]} {net[_tables()[key][0]].index[col]} a NaN or "
+                f"infinite {key.split('_', 1)[1]} at step {step} (its profile {labels[key][col]!r} may be missing)"
+            )
+    times = [p["time"] for p in net.profiles.values() if "time" in p and len(p)]
+    start = None
+    if times:
+        stamps = parse_times(times[0], what)
+        check_steps(stamps, what, "step")
+        start = stamps[0].isoformat(timespec="minutes")
+    return ElementSeries(values, labels, start)
+
+
+def file_profiles(net, path: Path, given: str) -> ElementSeries:
+    """Element profiles from a CSV or Parquet file (format: this module's docstring)."""
+    import pandas as pd
+
+    _check_file(path, given, PROFILES_FILE)
+    frame = _read_table(path, given)
+    names = [str(c).strip() for c in frame.columns]
+    frame.columns = names
+    if "time" not in names:
+        raise DataError(
+            f"{given} has no `time` column: every row needs its time (e.g. 2016-01-01 00:15), so that the "
+            "15-minute step the twins assume can be checked"
+        )
+    parsed, unknown = {}, []
+    for name in names:
+        if name == "time":
+            continue
+        match = COLUMN.match(name)
+        if not match:
+            unknown.append(f"{name!r} (not <element>:<index>:<quantity>)")
+            continue
+        table, index, quantity = match[1], int(match[2]), match[3]
+        if quantity == "q_mvar" and table != "load":
+            unknown.append(f"{name!r} (only loads take a q_mvar profile; {table} keeps its static q_mvar)")
+        elif index not in net[table].index:
+            unknown.append(f"{name!r} (net.{table} has no index {index})")
+        elif (table, index, quantity) in parsed.values():
+            unknown.append(f"{name!r} (a second column for {table} {index} {quantity})")
+        else:
+            parsed[name] = (table, index, quantity)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DataError(
+            f"{given}: unknown columns {shown}; columns are `time` and `load:<index>:p_mw`, `load:<index>:q_mvar`, "
+            "`sgen:<index>:p_mw`, `storage:<index>:p_mw` with indices of the net's tables"
+        )
+    if not parsed:
+        raise DataError(f"{given} has no element columns (such as load:0:p_mw): nothing varies over time")
+    if not len(frame):
+        raise DataError(f"{given} has a header but no rows")
+    stamps = parse_times(frame["time"], given)
+    check_steps(stamps, given, "row", first_row=2)  # row 1 is the header
+    data = {}
+    for name in parsed:
+        column = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(column)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{given}: column {name} holds a value that is not a finite number ({frame[name].iloc[row]!r} "
+                f"at row {row + 2}, time {stamps[row]}); fill or drop the gap before building"
+            )
+        data[parsed[name]] = column
+    return _element_values(net, data, len(frame), stamps[0].isoformat(timespec="minutes"))
+
+
+def _element_values(net, data: dict[tuple[str, int, str], np.ndarray], steps: int, start: str) -> ElementSeries:
+    """(T, n_elem) per profile key: the file's columns, static values elsewhere (loads without a
+    q_mvar column at their static power factor)."""
+    values, labels = {}, {}
+    for key, (table, quantity) in _tables().items():
+        static = net[table][quantity].to_numpy(np.float64)
+        array = np.broadcast_to(static, (steps, len(static))).copy()
+        label = ["static"] * len(static)
+        for j, index in enumerate(net[table].index):
+            if (table, index, quantity) in data:
+                array[:, j] = data[(table, index, quantity)]
+                label[j] = f"{table}:{index}:{quantity}"
+            elif quantity == "q_mvar" and (table, index, "p_mw") in data and net[table].p_mw.iloc[j] != 0:
+                array[:, j] = data[(table, index, "p_mw")] * static[j] / net[table].p_mw.iloc[j]
+                label[j] = f"{table}:{index}:p_mw at static cos phi"
+        values[key], labels[key] = array, label
+    return ElementSeries(values, labels, start)
+
+
+def parse_times(raw, what: str):
+    """A DatetimeIndex from a column of ISO 8601 or SimBench (`01.01.2016 00:15`) times."""
+    import pandas as pd
+
+    for fmt in ("ISO8601", "%d.%m.%Y %H:%M"):
+        try:
+            stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw).astype(str), format=fmt))
+        except (ValueError, TypeError):
+            continue
+        if not stamps.isna().any():
+            return stamps
+    raise DataError(
+        f"{what}: cannot read its time column as dates (ISO 8601 such as 2016-01-01 00:15, or SimBench's "
+        "01.01.2016 00:15; one time zone throughout)"
+    )
+
+
+def check_steps(stamps, what: str, unit: str, first_row: int = 0) -> None:
+    """Every step 15 minutes after the one before: the twins' windows (96 steps = a day) and calendar
+    inputs assume it. Resampling is the user's call (mean? last? interpolate?), not ours.
+
+    Times without a time zone are wall-clock times, and may jump at daylight-saving changes as
+    SimBench's own do (01:45 -> 03:00 in spring, 02:45 -> 02:00 in autumn): the rows are still
+    consecutive 15-minute steps, so those two jumps are accepted there."""
+    import pandas as pd
+
+    minute = pd.Timedelta(minutes=1).value
+    deltas = np.diff(stamps.asi8)
+    allowed = [STEP_MINUTES * minute] + ([75 * minute, -45 * minute] if stamps.tz is None else [])
+    bad = np.flatnonzero(~np.isin(deltas, allowed))
+    if not bad.size:
+        return
+    k = int(bad[0])
+    where = f"{unit} {k + 1 + first_row} ({stamps[k + 1]})"
+    if deltas[k] <= 0:
+        raise DataError(f"{what}: times must increase, but {where} is not after the {unit} before it")
+    raise DataError(
+        f"{what}: twinbench's twins need one step every {STEP_MINUTES} minutes, but {where} comes "
+        f"{pd.Timedelta(int(deltas[k]))} after the {unit} before it; resample the profiles to 15 minutes "
+        "(in pandas: frame.set_index('time').resample('15min').mean() for finer data)"
+    )
+
+
+def _tables() -> dict[str, tuple[str, str]]:
+    return {key: tuple(key.split("_", 1)) for key in VALUE_KEYS}  # type: ignore[misc]
+
+
+def check_files(source: GridSource) -> None:
+    """A user grid's files are there and are files (InputError naming the one that is not)."""
+    for role, path, given in source.files:
+        _check_file(path, given, NET_FILE if role == "net" else PROFILES_FILE)
+
+
+def _check_file(path: Path, given: str, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"no such file: {given} (expected {what})")
+    if not path.is_file():
+        raise InputError(f"{given} is a folder, not {what}")
+
+
+def _read_table(path: Path, given: str):
+    import pandas as pd
+
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        try:
+            return pd.read_parquet(path)
+        except ImportError as e:
+            raise DataError(
+                f"reading Parquet ({given}) needs pyarrow or fastparquet, and neither is installed here: "
+                "pip install pyarrow, or save the profiles as CSV (frame.to_csv(path, index=False))"
+            ) from e
+        except Exception as e:
+            raise DataError(f"{given} is not a readable Parquet file ({type(e).__name__}: {e})") from e
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = [c.strip() for c in next(csv.reader(f), [])]
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:  # pandas would rename them `x.1`: say what is really wrong
+            raise DataError(f"{given}: columns appear twice: {', '.join(duplicated)}")
+        return pd.read_csv(path, skipinitialspace=True)
+    except (UnicodeDecodeError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        raise DataError(f"{given} is not a readable CSV file ({type(e).__name__}: {e})") from e

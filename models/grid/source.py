@@ -1,0 +1,115 @@
+"""What a grid is built from, and the name it goes by in caches, checkpoints, plans and records.
+
+A grid is either a SimBench code (`1-LV-rural1--2-sw`), named by itself, or a user's pandapower
+network file (`pandapower.to_json`) with its time series inside it (SimBench-style `net.profiles`)
+or in a CSV/Parquet file beside it. A user grid is named `<file stem>-<8 hex digits>`, the digits a
+hash of the resolved paths of its files: two `net.json` in different folders never share a cache,
+and a record's `grid` field stays short and readable (`feeder-3f9c21ab`). The paths themselves live
+in the cache's manifest, with their SHA-256.
+
+No simbench or pandapower here: the cache, and a GPU machine running from a carried cache, use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import ConfigError
+from models.grid.cache import USER_GRID_NAME, grid_dir
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class GridSource:
+    """A grid's name and, for a user grid, its files (resolved) as the user gave them."""
+
+    name: str
+    net: Path | None = None  # a pandapower JSON file; None: a SimBench code
+    profiles: Path | None = None  # a CSV/Parquet file of element profiles; None: the net's own profiles
+    given: tuple[str, ...] = ()  # the paths as typed (net, then profiles), for the manifest
+
+    def __post_init__(self) -> None:
+        if self.profiles is not None and self.net is None:
+            raise ValueError("profiles belong to a pandapower network file")
+
+    @property
+    def is_file(self) -> bool:
+        """A user's pandapower file rather than a SimBench code."""
+        return self.net is not None
+
+    @property
+    def files(self) -> list[tuple[str, Path, str]]:
+        """(role, resolved path, path as given) of each input file."""
+        roles = [("net", self.net), ("profiles", self.profiles)]
+        return [(role, path, given) for (role, path), given in zip(roles, self.given, strict=False) if path]
+
+    def build_command(self) -> str:
+        """The command that (re)builds this grid's cache."""
+        if self.net is None:
+            return f"twinbench data --grid {self.name}"
+        command = f"twinbench data --grid {shlex.quote(str(self.net))}"
+        return command + (f" --profiles {shlex.quote(str(self.profiles))}" if self.profiles else "")
+
+
+def looks_like_path(text: str) -> bool:
+    """A grid given as a file rather than a SimBench code (which has no slash and no .json)."""
+    return text.lower().endswith(".json") or "/" in text or os.sep in text or Path(text).is_file()
+
+
+def user_grid(net: str | Path, profiles: str | Path | None = None, base: Path | None = None) -> GridSource:
+    """The source of a user grid: paths are resolved against `base` (default: the current folder).
+    Nothing is read here; a missing file is reported when the grid is built."""
+    given = (str(net), *([str(profiles)] if profiles is not None else []))
+    resolve = lambda p: ((base or Path.cwd()) / Path(p).expanduser()).resolve()  # noqa: E731
+    net_path, profiles_path = resolve(net), resolve(profiles) if profiles is not None else None
+    key = f"{net_path}\0{profiles_path or ''}".encode()
+    stem = _UNSAFE.sub("_", net_path.stem)[:40].strip("._-") or "grid"
+    return GridSource(f"{stem}-{hashlib.sha256(key).hexdigest()[:8]}", net_path, profiles_path, given)
+
+
+def source_from_manifest(manifest: dict) -> GridSource | None:
+    """The source recorded in a user grid's manifest (None for a SimBench grid or a malformed one)."""
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    if not isinstance(source, dict) or not isinstance(source.get("inputs"), list):
+        return None
+    files = {i.get("role"): i for i in source["inputs"] if isinstance(i, dict)}
+    if "net" not in files:
+        return None
+    net, profiles = files["net"], files.get("profiles")
+    return GridSource(
+        str(manifest.get("grid")),
+        Path(net["resolved"]),
+        Path(profiles["resolved"]) if profiles else None,
+        tuple(str(f["path"]) for f in (net, profiles) if f),
+    )
+
+
+def resolve_grid(text: str, profiles: str | Path | None = None, root: Path | None = None) -> GridSource:
+    """What a command line's `--grid TEXT [--profiles FILE]` names: a pandapower file (anything that
+    looks like a path), a user grid built before (by its name, from its cache's manifest), or a
+    SimBench code (checked by whoever builds it)."""
+    if looks_like_path(text):
+        return user_grid(text, profiles)
+    built = _built_user_grid(text, root)
+    if profiles is not None:
+        raise ConfigError(
+            f"--profiles belongs to a pandapower network file (--grid NET.json --profiles FILE), not to grid {text!r}"
+        )
+    return built or GridSource(text)
+
+
+def _built_user_grid(name: str, root: Path | None) -> GridSource | None:
+    if not USER_GRID_NAME.match(name):
+        return None
+    try:
+        manifest = json.loads((grid_dir(name, root) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return source_from_manifest(manifest)
