@@ -9,7 +9,10 @@ is written under a private TWINBENCH_CACHE, so the repository's .cache is never 
 import copy
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +132,29 @@ def test_a_changed_input_makes_the_cache_stale(env, files, tmp_path):
     assert rebuilt.content_hash == first.content_hash  # same values: same data, checkpoints still fit
     csv.unlink()  # a carried cache on a machine without the files: the manifest is trusted
     assert load_grid(source.name).content_hash == first.content_hash
+
+
+def test_a_carried_user_grid_loads_without_pandapower_or_its_files(built, tmp_path):
+    """A GPU machine: the cache carried, neither the input files nor simbench/pandapower there."""
+    b = built["b"]
+    shutil.copytree(b.path, grid_dir(b.grid, tmp_path))
+    manifest_path = grid_dir(b.grid, tmp_path) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["source"]["inputs"]:
+        entry["resolved"] = f"/nonexistent/{entry['role']}"
+    manifest_path.write_text(json.dumps(manifest))
+    code = (
+        "import sys; sys.modules['simbench'] = None; sys.modules['pandapower'] = None\n"
+        "from models.grid import load_grid, resolve_grid\n"
+        f"source = resolve_grid({b.grid!r}); data = load_grid(source.name)\n"
+        f"assert source.is_file and data.content_hash == {b.content_hash!r}"
+    )
+    env = {**os.environ, "TWINBENCH_CACHE": str(tmp_path)}
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def _csv(files: Path, edit) -> Path:
