@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from models.grid.inputs import (
 from models.grid.powerflow import NetworkModel, power_mismatch_pu, solve_power_flow
 from models.grid.source import GridSource, resolve_grid
 from models.grid.streams import deduplicate_channels, time_split, train_stats
+
+if TYPE_CHECKING:
+    from pandapower import pandapowerNet
 
 __all__ = ["build_grid", "check_supported", "ensure_grid", "load_simbench_net", "reduce_network"]
 
@@ -294,17 +298,18 @@ def build_grid(source: GridSource | str, directory: Path, config: GridDataConfig
     log(f"built {grid} in {time.perf_counter() - started:.1f} s -> {directory}")
 
 
-def _inputs(source: GridSource, log) -> tuple[object, ElementSeries, dict]:
+def _inputs(source: GridSource, log) -> tuple[pandapowerNet, ElementSeries, dict]:
     """(pandapower net, element profiles, manifest entries) of a SimBench code or a user's files."""
     if not source.is_file:
         log(f"building {source.name}: loading SimBench net")
         net = load_simbench_net(source.name)
         return net, net_profiles(net, source.name), {}
+    check_files(source)
     # Hashed before reading: a file changed while we read it leaves a manifest that says stale.
-    inputs = [{"role": role, "path": given, "resolved": str(path)} for role, path, given in source.files]
-    for entry, (_, path, _) in zip(inputs, source.files, strict=True):
-        if path.is_file():
-            entry["sha256"] = sha256_file(path)
+    inputs = [
+        {"role": role, "path": given, "resolved": str(path), "sha256": sha256_file(path)}
+        for role, path, given in source.files
+    ]
     net_given = source.given[0]
     log(f"building {source.name}: loading {net_given}" + (f" and {source.given[1]}" if source.profiles else ""))
     net = read_net_file(source.net, net_given)

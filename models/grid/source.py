@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +49,6 @@ class GridSource:
         roles = [("net", self.net), ("profiles", self.profiles)]
         return [(role, path, given) for (role, path), given in zip(roles, self.given, strict=False) if path]
 
-    def build_command(self) -> str:
-        """The command that (re)builds this grid's cache."""
-        if self.net is None:
-            return f"twinbench data --grid {self.name}"
-        command = f"twinbench data --grid {shlex.quote(str(self.net))}"
-        return command + (f" --profiles {shlex.quote(str(self.profiles))}" if self.profiles else "")
-
 
 def looks_like_path(text: str) -> bool:
     """A grid given as a file rather than a SimBench code (which has no slash and no .json)."""
@@ -83,12 +75,15 @@ def source_from_manifest(manifest: dict) -> GridSource | None:
     if "net" not in files:
         return None
     net, profiles = files["net"], files.get("profiles")
-    return GridSource(
-        str(manifest.get("grid")),
-        Path(net["resolved"]),
-        Path(profiles["resolved"]) if profiles else None,
-        tuple(str(f["path"]) for f in (net, profiles) if f),
-    )
+    try:
+        return GridSource(
+            str(manifest["grid"]),
+            Path(net["resolved"]),
+            Path(profiles["resolved"]) if profiles else None,
+            tuple(str(f["path"]) for f in (net, profiles) if f),
+        )
+    except (KeyError, TypeError):  # a damaged manifest: the cache check will say so
+        return None
 
 
 def resolve_grid(text: str, profiles: str | Path | None = None, root: Path | None = None) -> GridSource:
