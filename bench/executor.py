@@ -22,7 +22,6 @@ from bench.plan import RunPlan, Shard, estimate_shard_seconds
 from bench.protocol import ShardContext, measure_shard
 from bench.records import Record
 from models.checkpoint import train_or_load
-from models.errors import ConfigError
 from models.grid.cache import load_grid
 from models.registry import get_twin
 
@@ -103,21 +102,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def make_executor(name: str, device: str, address: str | None, log: Callable[[str], None]) -> Executor:
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")
-    if name == "local":
-        if address is not None:
-            raise ConfigError("--ray-address needs --executor ray")
-        return LocalExecutor(log)
-    try:
-        from bench.ray_executor import RayExecutor  # Ray is imported only when asked for
-    except ImportError as e:
-        raise ConfigError(f"--executor ray needs Ray, which is not importable here ({e}): "
-                          "pip install -e '.[ray]', or run with the local executor") from e  # fmt: skip
-    return RayExecutor(device=device, address=address, log=log)
 
 
 def error_records(job: ShardJob, reason: str) -> list[Record]:

@@ -17,7 +17,7 @@ import torch
 
 from bench import environment, report, summary
 from bench.estimate import RAY_SHARD_SIZE, describe, training_needs
-from bench.executor import Executor, ShardJob, ShardResult, make_executor
+from bench.executor import EXECUTORS, Executor, LocalExecutor, ShardJob, ShardResult
 from bench.meters import choose_meter
 from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards, runs_here
 from bench.store import RunDir, history_path, new_run_id, try_append_history
@@ -172,6 +172,21 @@ def _measure(
         try_append_history(run_dir.records(), history, log)
     summary.write(run_dir)
     report.write(run_dir)
+
+
+def make_executor(name: str, device: str, address: str | None, log: Callable[[str], None]) -> Executor:
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")
+    if name == "local":
+        if address is not None:
+            raise ConfigError("--ray-address needs --executor ray")
+        return LocalExecutor(log)
+    try:
+        from bench.ray_executor import RayExecutor  # Ray is imported only when asked for
+    except ImportError as e:
+        raise ConfigError(f"--executor ray needs Ray, which is not importable here ({e}): "
+                          "pip install -e '.[ray]', or run with the local executor") from e  # fmt: skip
+    return RayExecutor(device=device, address=address, log=log)
 
 
 def _default_shard_size(executor) -> int | None:
