@@ -34,7 +34,9 @@ from bench.plan import (
     unsupported_reason,
 )
 from compress.base import Variant, step_spec
+from models.checkpoint import checkpoint_path
 from models.errors import TwinbenchError
+from models.grid.cache import cache_root, load_grid
 from models.registry import TrainableTwin, get_twin
 
 DRY_RUN_WORKERS = (1, 8)
@@ -104,8 +106,6 @@ def training_needs(plan: RunPlan, root: Path | None = None) -> TrainingNeeds:
 
 def _twin_jobs(plan: RunPlan, grid: str, data, cls: type, root: Path | None) -> list[TrainingJob]:
     """A twin's reference on a grid, then what its variants' passes train (each checkpoint once)."""
-    from models.checkpoint import checkpoint_path
-
     config = cls.config_for(plan.model_size)
     twin = cls(data, config) if data is not None else None
 
@@ -155,8 +155,6 @@ def reference_seconds(
 def _measured_here(cls: type, config, device: str, grid: str, root: Path | None) -> tuple[float, str] | None:
     """The slowest epoch of earlier trainings of this twin version and config on `device` in this
     cache (their checkpoint metas), times max_epochs; this grid's trainings if there are any."""
-    from models.grid.cache import cache_root
-
     fit = getattr(config, "fit", None)
     if fit is None or not dataclasses.is_dataclass(config):
         return None
@@ -202,8 +200,6 @@ def _usable(path: Path) -> bool:
 
 
 def _grid_or_none(grid: str, root: Path | None):
-    from models.grid.cache import load_grid
-
     try:
         return load_grid(grid, root)
     except TwinbenchError:  # not built here (or stale): then no checkpoint of it can be used either

@@ -9,8 +9,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.base import parse_variant
 from models.errors import ConfigError, UnknownNameError
 from models.grid.source import GridSource, looks_like_path, resolve_grid, user_grid
+from models.registry import get_twin
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEVICES = ("cpu", "cuda")
@@ -138,8 +140,6 @@ def load_suite(name: str | Path) -> Suite:
     leftover = sorted(raw) + [f"measure.{k}" for k in measure]
     if leftover:  # a typo in a key must not silently fall back to a default
         raise ConfigError(f"{path}: unknown keys {leftover}")
-    from models.registry import get_twin
-
     for twin in suite.twins:
         try:
             get_twin(twin)
@@ -149,8 +149,6 @@ def load_suite(name: str | Path) -> Suite:
 
 
 def _variant(spec: dict, path: Path):
-    from compress.base import parse_variant
-
     if set(spec) != {"chain"} or not spec["chain"]:
         raise ConfigError(f"{path}: each [[variant]] needs exactly a non-empty `chain`, got {spec}")
     try:
