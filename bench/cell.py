@@ -111,6 +111,13 @@ def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -
 
 
 def window(meter: Meter, key: str, step: Callable[[], object], iterations: int):
+    """`iterations` steps inside one meter window, after `meter.preroll_s` of the same work outside it:
+    a counter that steps every ~100 ms credits a window with what ran up to a step before it opened,
+    and misses what ran after its last step before it closed; with the device busy at both ends the
+    two cancel instead of always costing the window part of a step of its own work."""
+    end = time.perf_counter() + meter.preroll_s
+    while time.perf_counter() < end:
+        step()
     meter.begin(key)
     out = None
     for _ in range(iterations):

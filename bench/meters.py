@@ -62,6 +62,7 @@ class Meter:
     devices: ClassVar[tuple[str, ...]] = ()  # the devices it can meter: cpu, cuda
     priority: ClassVar[int] = 0
     requires: ClassVar[Requirements] = Requirements()
+    preroll_s: ClassVar[float] = 0.0  # the work a window's steps run before it opens (bench.cell.window)
 
     def __init__(self, sync: Callable[[], None] = _noop) -> None:
         self.sync = sync
@@ -302,6 +303,7 @@ class NvmlMeter(ZeusMeter):
     devices = ("cuda",)
     priority = 30
     requires = Requirements(libraries=("zeus",))
+    preroll_s = 0.2  # two of the counter's ~100 ms steps
 
     @classmethod
     def open(cls, device: str, gpu_index: int, sync: Callable[[], None]) -> Meter:

@@ -255,7 +255,7 @@ def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ct
         window_s=plan.window_s, cv=stats.cv if stats else None, source=source, avg_power_w=avg_power,
         idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"), throttled=throttled,
         outputs_match=w.outputs_match[key], contention_cores=contention, crosscheck_pct=crosscheck,
-        gpu_other_processes=neighbours,
+        gpu_other_processes=neighbours, measured_window_s=float(np.median(seconds)),
     )  # fmt: skip
     dynamic = None
     if stats and w.idle_power_w is not None:

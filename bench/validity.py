@@ -7,6 +7,7 @@ import psutil
 
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
+SHORT_FRACTION = 0.9  # a window calibrated for 5 s that lasted under 4.5 s is short too
 # The polled power integrated over a window may differ from the energy counter by this much (%)
 # before the cell is flagged `counter_disagrees`. On a steady load the two agree to ~1 % over 5 s
 # windows (tests/test_nvml_truth.py: the edges of a window cost each at most one ~100 ms update);
@@ -54,10 +55,13 @@ def validity_flags(
     contention_cores: float | None = None,
     crosscheck_pct: float | None = None,
     gpu_other_processes: int | None = None,
+    measured_window_s: float | None = None,
 ) -> tuple[str, ...]:
-    """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement."""
+    """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement. `window_s` is
+    the suite's window; `measured_window_s` what the cell's windows lasted (median), which may fall
+    short of it when its iterations were calibrated on a slow moment."""
     flags = []
-    if window_s < GPU_MIN_WINDOW_S:
+    if window_s < GPU_MIN_WINDOW_S or (measured_window_s or window_s) < SHORT_FRACTION * GPU_MIN_WINDOW_S:
         flags.append("short_window")
     if cv is not None and cv > HIGH_CV:
         flags.append("high_cv")

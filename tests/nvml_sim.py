@@ -15,7 +15,8 @@ What NVML reports is modelled on what the sources say of Hopper (README, "GPU po
   al., SC'24); `nvmlDeviceGetPowerUsage` and `NVML_FI_DEV_POWER_AVERAGE` average the last 1 s of
   those readings (NVML docs: Ampere but GA100, and newer, report a 1 s average there);
 - `counter_part_time=True` makes the counter integrate the same part-time slices (each slice's
-  average power x the whole period), for GPUs where the counter is fed by the same sensor path.
+  average power x the whole period), for GPUs where the counter is fed by the same sensor path;
+  `power_part_time=False` makes the power reading average its whole period (a full-time sensor).
 
 A step runs in one of two loads: `steady` (active power for as long as it runs) or `bursty` (active
 power only in the part of each update period the power reading does not sample: the phase-locked
@@ -77,6 +78,7 @@ class SimulatedGPU:
     active_w: float = 230.0
     update_s: float = 0.1  # the counter's and the power reading's update period
     slice_s: float = 0.025  # the part of each period the power reading averages
+    power_part_time: bool = True  # False: the power reading averages its whole update period
     counter_part_time: bool = False
     power_limit_w: float = 700.0
     name: str = "NVIDIA H100 80GB HBM3"
@@ -180,10 +182,11 @@ class SimulatedGPU:
         return math.floor((t - self.t0) / self.update_s)
 
     def _slice_w(self, k: int) -> float:
-        """The power reading published at update step k: the average over the slice before it."""
-        end = self._step_time(k)
+        """The power reading published at update step k: the average over the slice before it (the
+        whole period before it when the reading is not part-time)."""
+        end, span = self._step_time(k), self.slice_s if self.power_part_time else self.update_s
         with self._lock:
-            return self.idle_w + (self._active_until(end) - self._active_until(end - self.slice_s)) / self.slice_s
+            return self.idle_w + (self._active_until(end) - self._active_until(end - span)) / span
 
     def counter_mj(self) -> int:
         t = time.perf_counter()

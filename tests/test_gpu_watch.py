@@ -24,6 +24,12 @@ CLEAN = dict(
 )
 
 
+def test_a_window_that_came_out_short_is_flagged():
+    assert validity_flags(**CLEAN, measured_window_s=4.8) == ()
+    assert validity_flags(**CLEAN, measured_window_s=2.5) == ("short_window",)
+    assert validity_flags(**{**CLEAN, "window_s": 0.2}, measured_window_s=0.2) == ("short_window",)
+
+
 def test_integrated_power_holds_each_reading_until_the_next():
     assert integrate_power([(0.0, 100.0), (2.0, 300.0)], 0.0, 5.0) == pytest.approx(100 * 2 + 300 * 3)
     assert integrate_power([(1.0, 100.0), (7.0, 500.0)], 1.0, 5.0) == pytest.approx(400.0)  # outside: ignored
@@ -81,7 +87,24 @@ def test_a_bursty_load_escapes_the_power_reading_but_not_the_counter(h100):
     assert reading.joules > 1.5 * reading.power_joules
 
 
-def test_neighbours_are_the_processes_besides_this_one(h100, monkeypatch):
+def test_a_full_time_power_reading_sees_the_bursts(monkeypatch):
+    gpu = SimulatedGPU(power_part_time=False)
+    with simulated_nvml(gpu, monkeypatch):
+        reading = _busy_window(choose_meter("cuda").meter, gpu, 1.0, load="bursty")
+    assert reading.power_joules == pytest.approx(reading.joules, rel=0.1)
+
+
+def test_a_part_time_counter_misses_the_bursts_too(monkeypatch):
+    """Then counter and power reading agree, and both are wrong: nothing NVML gives can tell."""
+    gpu = SimulatedGPU(counter_part_time=True)
+    with simulated_nvml(gpu, monkeypatch):
+        meter = choose_meter("cuda").meter
+        reading = _busy_window(meter, gpu, 1.0, load="bursty")
+    assert reading.joules == pytest.approx(reading.power_joules, rel=0.1)
+    assert reading.joules == pytest.approx(gpu.idle_w * reading.seconds, rel=0.1)
+
+
+def test_neighbours_are_the_processes_besides_this_one(h100):
     gpu, mocks = h100
     meter = choose_meter("cuda").meter
     gpu.neighbours = [4242, 4343]
