@@ -5,8 +5,10 @@ One shard of real CPU cells (the smoke grid-gnn reference on torch-eager) is mea
 windows through the simulated NVML: batch 1 under a steady load, batch 2 under a bursty load (its
 work falls between the power reading's 25 ms slices), and batch 4 with a protocol fault injected
 (the window's closing counter read comes before its work has finished), a negative control that
-the same check must reject. Short 0.2 s runs script a thermal slowdown, a power limit below the
-draw and a neighbour process on the GPU.
+the same check must reject. Short runs (0.2 s windows; 0.5 s where every window must see a counter
+step) script a thermal slowdown, a power limit below the draw and a neighbour process on the GPU.
+The 5 s run takes about 80 s (three cells: warm-up, latency pass, 3 x 5 s windows each, and 3 idle
+windows); the rest about 15 s.
 """
 
 import json
