@@ -77,7 +77,9 @@ def test_report_is_self_contained_and_complete(run_dir):
     assert "<script src=" not in text and "Plotly.newPlot" in text  # plotly's JS embedded, nothing fetched
     assert text.count("Plotly.newPlot") == 3  # gnn bs1, diffusion bs1, diffusion CRPS vs steps
     assert "off the chart" in text and "int8 on onnxruntime" in text  # the +35000 % point is named
-    assert "diffusion-forecaster: crps vs sampling steps" in text and "circle-open" in text  # estimated energy: open markers
+    assert (
+        "diffusion-forecaster: crps vs sampling steps" in text and "circle-open" in text
+    )  # estimated energy: open markers
     assert "fp8" in text and "needs a CUDA GPU" in text and "short_window: 6 cells" in text
 
 
