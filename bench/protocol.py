@@ -38,6 +38,7 @@ from bench.stats import summarize
 from bench.validity import compute_precision, energy_floor, others_cpu_seconds, validity_flags
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
+from models.export import torch_predict_fn
 from models.fingerprint import weights_sha256
 
 REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
@@ -67,8 +68,6 @@ def _error_reason(e: Exception) -> str:
 def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext) -> list[Record]:
     """Measure every cell of a shard; returns one record per cell of `shard.cells` (ok, unsupported
     or error). Its controls are measured alongside and only lend their figures as the reference."""
-    from models.export import torch_predict_fn
-
     plan, workdir, log = ctx.plan, ctx.workdir, ctx.log
     reference = twin.evaluate(torch_predict_fn(copy.deepcopy(model).cpu()), "test")  # fp32 eager reference
     variant_models: dict[tuple[str, str], torch.nn.Module] = {}
