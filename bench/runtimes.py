@@ -61,7 +61,7 @@ def register_runtime(name: str, target: str = "torch", requires: Requirements = 
     """Decorator over `open(model, ctx) -> Session`: a runtime named `name`."""
 
     def wrap(fn: Callable[[torch.nn.Module, RuntimeContext], Session]):
-        RUNTIMES.add(name, Runtime(name, fn, target, requires))
+        RUNTIMES.add(name, Runtime(name, fn, target, requires), code=fn)
         return fn
 
     return wrap

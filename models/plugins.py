@@ -58,8 +58,10 @@ class Registry(Generic[T]):
 
         return wrap
 
-    def add(self, name: str, obj: T) -> None:
-        origin = origin_of(obj)
+    def add(self, name: str, obj: T, code: object = None) -> None:
+        """Register `obj`; its origin is found from `code` (default: `obj` itself), the function or
+        class whose module says which package it comes from (a wrapper's own module would not)."""
+        origin = origin_of(obj if code is None else code)
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} registered twice ({self._entries[name].origin} and {origin})")
         self._entries[name] = Entry(name, obj, origin)

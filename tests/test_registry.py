@@ -59,6 +59,22 @@ def test_a_module_entry_point_registers_through_its_decorators(monkeypatch):
     assert registry.names() == ["by-decorator"]  # ...and the module itself is not an entry
 
 
+def test_a_wrapped_entry_takes_its_origin_from_its_code(monkeypatch):
+    """A runtime is registered as a Runtime record around the plugin's function: the function's
+    package is the origin, not bench.runtimes where the record's class lives."""
+    from bench.runtimes import Runtime
+
+    def open_session(model, ctx):
+        raise NotImplementedError
+
+    open_session.__module__ = "twinbench_fake_plugin.runtime"
+    monkeypatch.setattr(plugins, "_distributions", lambda: {"twinbench_fake_plugin": ["twinbench-fake"]})
+    monkeypatch.setattr(metadata, "version", lambda dist: {"twinbench-fake": "1.2.3"}[dist])
+    registry = Registry("runtime", "twinbench.none-such")
+    registry.add("fake-rt", Runtime("fake-rt", open_session, "torch"), code=open_session)
+    assert registry.entries()["fake-rt"].origin == "twinbench-fake 1.2.3"
+
+
 def test_a_broken_plugin_is_listed_not_fatal(monkeypatch):
     registry = Registry("thing", "twinbench.things")
     registry.register()(Thing)
