@@ -45,6 +45,16 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
+# Clock event reasons that are not throttling: an idle GPU, or clocks an administrator set
+# (nvmlClocksEventReasonGpuIdle | nvmlClocksEventReasonApplicationsClocksSetting).
+BENIGN_CLOCK_REASONS = 0x1 | 0x2
+
+
+def is_throttled(reasons: int) -> bool:
+    """Whether NVML's clock event reasons say the GPU is slowed (thermal, power, ...)."""
+    return bool(int(reasons) & ~BENIGN_CLOCK_REASONS)
+
+
 def gpu_state(index: int = 0) -> dict:
     """SM clock, temperature, power limit and throttle reasons from NVML; {} where there is none."""
     try:
@@ -53,14 +63,12 @@ def gpu_state(index: int = 0) -> dict:
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(index)
         reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(h)
-        # Idle and application-clock settings are not throttling; anything else is.
-        benign = pynvml.nvmlClocksEventReasonGpuIdle | pynvml.nvmlClocksEventReasonApplicationsClocksSetting
         return {
             "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
             "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
             "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
             "clock_event_reasons": int(reasons),
-            "throttled": bool(reasons & ~benign),
+            "throttled": is_throttled(reasons),
         }
     except Exception:  # no NVML, no GPU, or an older driver: no device state to report
         return {}

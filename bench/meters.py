@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench.environment import gpu_state
+from bench.environment import gpu_state, is_throttled
 from models.errors import Unsupported
 from models.plugins import Registry, Requirements
 
@@ -177,8 +177,6 @@ def visible_gpu_index(cuda_index: int = 0) -> int | None:
         return None
 
 
-# Clock event reasons that are not throttling: an idle GPU, or clocks an administrator set.
-BENIGN_CLOCK_REASONS = 0x1 | 0x2  # nvmlClocksEventReasonGpuIdle | nvmlClocksEventReasonApplicationsClocksSetting
 # Power polling period: half the ~100 ms update period of the power reading, as Zeus's PowerMonitor
 # polls (it halves the update period it infers), so every update is seen at least once.
 POWER_POLL_S = 0.05
@@ -227,7 +225,7 @@ class GpuProbe:
             reasons = int(pynvml.nvmlDeviceGetCurrentClocksEventReasons(self.handle))
         except Exception:
             return None
-        return bool(reasons & ~BENIGN_CLOCK_REASONS)
+        return is_throttled(reasons)
 
 
 class GpuWatch:
