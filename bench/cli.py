@@ -145,6 +145,7 @@ def _chosen_grid(args: argparse.Namespace, suite=None) -> str | None:
     built here when missing or stale, so `train` and `run` take the file directly."""
     from bench.suites import choose_grid, load_suite
     from models.grid.build import ensure_grid
+    from models.grid.inputs import check_files
 
     profiles = getattr(args, "profiles", None)
     if not getattr(args, "grid", None):
@@ -154,7 +155,9 @@ def _chosen_grid(args: argparse.Namespace, suite=None) -> str | None:
     if suite is None and getattr(args, "suite", None):
         suite = load_suite(args.suite)
     source = choose_grid(args.grid, profiles, suite)
-    if source.is_file and not getattr(args, "dry_run", False):  # a dry run writes nothing: a plan needs the name
+    if source.is_file and getattr(args, "dry_run", False):  # a dry run writes nothing, but names real files
+        check_files(source)
+    elif source.is_file:
         ensure_grid(source, log=lambda m: print(m, file=sys.stderr))
     return source.name
 

@@ -25,7 +25,8 @@ class UnknownNameError(TwinbenchError):
 
     def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
-        plural = kind + ("es" if kind.endswith("s") else "s")
+        noun, _, qualifier = kind.partition(" ")  # "grid of suite smoke": the noun takes the plural
+        plural = noun + ("es" if noun.endswith("s") else "s") + (f" {qualifier}" if qualifier else "")
         super().__init__(f"unknown {kind} {name!r}; valid {plural}: {', '.join(self.valid)}")
 
 

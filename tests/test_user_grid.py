@@ -280,7 +280,15 @@ def test_parquet_profiles_need_a_parquet_engine(env, files, tmp_path, capsys):
 def test_unknown_grid_names_the_file_option(env, capsys):
     assert main(["train", "--suite", "smoke", "--grid", "1-MV-rural--2-sw"]) == 2
     err = capsys.readouterr().err
-    assert "valid grid of suite smokes: 1-LV-rural1--2-sw; or a pandapower network file" in err
+    assert "valid grids of suite smoke: 1-LV-rural1--2-sw; or a pandapower network file" in err
+
+
+def test_a_dry_run_on_a_missing_or_folder_grid_file_is_an_error(env, tmp_path, capsys):
+    """A dry run builds nothing, but the files it plans for must exist."""
+    assert main(["run", "--suite", "smoke", "--dry-run", "--grid", str(tmp_path / "absent.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--dry-run", "--grid", str(tmp_path)]) == 2
+    assert "is a folder, not a pandapower network file" in capsys.readouterr().err
 
 
 def test_a_suite_names_user_grids_by_path(env, built, files, tmp_path, monkeypatch, capsys):
