@@ -188,5 +188,6 @@ def choose_grid(text: str, profiles: str | None = None, suite: Suite | None = No
     if source.is_file:
         return source
     valid = list(suite.grids) if suite is not None else known_grids()
-    unknown = UnknownNameError("grid" if suite is None else f"grid of suite {suite.name}", text, valid)
+    of_suite = "" if suite is None else f" of suite {suite.name}"
+    unknown = UnknownNameError(f"grid{of_suite}", text, valid, plural=f"grids{of_suite}")
     raise _with_hint(unknown, "or a pandapower network file: --grid NET.json [--profiles FILE]")

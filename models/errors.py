@@ -23,10 +23,9 @@ class UnknownNameError(TwinbenchError):
 
     exit_code = 2
 
-    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]):
+    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...], plural: str | None = None):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
-        noun, _, qualifier = kind.partition(" ")  # "grid of suite smoke": the noun takes the plural
-        plural = noun + ("es" if noun.endswith("s") else "s") + (f" {qualifier}" if qualifier else "")
+        plural = plural or kind + ("es" if kind.endswith("s") else "s")  # given where that rule fails
         super().__init__(f"unknown {kind} {name!r}; valid {plural}: {', '.join(self.valid)}")
 
 
