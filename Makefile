@@ -49,9 +49,10 @@ bench-smoke: setup
 bench-data: setup
 	$(PY) tests/benchmarks/data_cache.py
 
-# Harness overhead: the harness's p50 latency over a bare ONNX Runtime session (prints the ratio).
+# Performance numbers to read (harness overhead, nightly latency, Ray scheduling); BENCH=FILE for one.
+BENCH ?= tests/benchmarks
 bench-harness: setup
-	$(PY) -m pytest -o addopts="" -p no:cacheprovider -s tests/benchmarks --benchmark-enable
+	$(PY) -m pytest -o addopts="" -p no:cacheprovider -s $(BENCH) --benchmark-enable
 
 # Nightly gate: the suite against this device's committed baseline (results/baselines/), then the
 # pytest-benchmark latency suite against the last saved nightly. Fails if either regressed.

@@ -31,6 +31,7 @@ class Session:
     threads: int
     artifact_path: str | None = None
     size_bytes: int | None = None
+    handle: object = None  # the runtime's own object (torch module, ORT InferenceSession), to drive it bare
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,16 @@ def _torch_session(name: str, module, model: torch.nn.Module, ctx: RuntimeContex
 
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return Session(
-        name, ctx.device, predict, bind, lambda out: out.cpu().numpy(), _sync_for(ctx.device), ctx.threads, None, size
+        name,
+        ctx.device,
+        predict,
+        bind,
+        lambda out: out.cpu().numpy(),
+        _sync_for(ctx.device),
+        ctx.threads,
+        None,
+        size,
+        module,
     )
 
 
@@ -168,7 +178,9 @@ def onnxruntime_session(model: torch.nn.Module, ctx: RuntimeContext) -> Session:
         return lambda: session.run(None, feed)[0]
 
     size = sum(p.stat().st_size for p in path.parent.glob(f"{path.name}*"))  # external data included
-    return Session("onnxruntime", ctx.device, predict, bind, np.asarray, lambda: None, ctx.threads, str(path), size)
+    return Session(
+        "onnxruntime", ctx.device, predict, bind, np.asarray, lambda: None, ctx.threads, str(path), size, session
+    )
 
 
 def default_threads() -> int:

@@ -53,6 +53,25 @@ def test_onnx_export_matches_pytorch(reference, name, tmp_path):
         assert np.abs(got - expected).max() <= 1e-4
 
 
+@pytest.mark.parametrize("runtime", ["torch-eager", "onnxruntime"])
+def test_a_sessions_step_is_its_handle_run_bare(reference, runtime, tmp_path):
+    """The harness-overhead benchmark times `handle` bare against `bind`'s step: both must be the
+    same inference on the same object, or the ratio compares two different things."""
+    from bench.runtimes import RuntimeContext, make_session
+
+    twin, model = reference["grid-gnn"]
+    session = make_session(runtime, model, RuntimeContext(device="cpu", threads=1, workdir=tmp_path, twin=twin))
+    inputs = twin.example_inputs(3, 5)
+    step_out = session.to_numpy(session.bind(*inputs)())
+    if runtime == "onnxruntime":
+        names = [i.name for i in session.handle.get_inputs()]
+        bare = session.handle.run(None, dict(zip(names, inputs, strict=True)))[0]
+    else:
+        with torch.inference_mode():
+            bare = session.handle(*(torch.from_numpy(x) for x in inputs)).numpy()
+    np.testing.assert_array_equal(step_out, bare)
+
+
 def test_second_call_loads_the_checkpoint(reference, smoke_grid):
     twin, model = reference["grid-gnn"]
     again, meta, trained = train_or_load(twin, log=lambda m: None)
