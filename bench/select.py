@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.annual import NotProjectable, Projection, Schedule, project, render_table
-from bench.frontier import OBJECTIVES, TIE_RULE, cost, groups, pareto, tie_groups, tied, ties_of
+from bench.frontier import OBJECTIVES, TIE_RULE, cost, dominates, groups, pareto, tie_groups, tied, ties_of
 from bench.records import Record
 from bench.store import RunDir
 from bench.suites import MODEL_SIZES, load_suite
@@ -172,8 +172,13 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
         detail = "\n".join(f"  {r.variant_name} on {r.runtime}: {'; '.join(misses(r))}" for r in closest)
         raise Infeasible(f"no variant of {twin} (batch {batch}) meets the constraints; the closest:\n{detail}")
     ranked = sorted(feasible, key=lambda r: (cost_of(r), r.quality_loss_pct, r.size_bytes or 0))
-    if c.objective in OBJECTIVES:  # cells within the noise of the cheapest: the stated rule picks among them
-        chosen = ties_of(ranked[0], feasible, c.objective)[0]
+    if c.objective in OBJECTIVES:
+        # From the feasible cells' own frontier: a cell with the lowest median that another feasible
+        # cell beats beyond the noise (cost within the CIs, quality clearly better) is not the answer,
+        # nor is a cell tied with the cheapest that a third one dominates. Among the cheapest frontier
+        # cell and its ties, the stated rule picks.
+        front = pareto(feasible, basis)
+        chosen = ties_of(front[0], front, c.objective)[0]
         ranked = [chosen, *(r for r in ranked if r is not chosen)]
     chosen = ranked[0]
     reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, lambda r: _ci(r, c.objective, projections))
@@ -203,8 +208,8 @@ def _reasons(
     unit = {"energy": "J/inference", "latency": "ms (p50)", "annual": "kWh/year"}[c.objective]
     low, high = ci_of(chosen)
     out = [
-        f"lowest {c.objective} of the {len(ranked)} cells (of {len(candidates)} measured at batch {batch}) "
-        f"that meet the constraints: {cost_of(chosen):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
+        f"lowest {c.objective} within the noise of the {len(ranked)} cells (of {len(candidates)} measured at "
+        f"batch {batch}) that meet the constraints: {cost_of(chosen):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
         f"quality: {chosen.quality_metric} {chosen.quality_value:.4g}, loss {chosen.quality_loss_pct:+.2f} % "
         f"(limit {c.max_quality_loss_pct:g} %)" + "".join(f"; {w}" for w in c.where),
     ]
@@ -218,6 +223,18 @@ def _reasons(
         )
         if c.objective in OBJECTIVES and tied(chosen, runner_up, c.objective):
             out.append(f"tied with the runner-up ({TIE_RULE}): chosen by the rule")
+    if c.objective in OBJECTIVES:  # cells with a lower median than the chosen one: why not them
+        for r in ranked[1:]:
+            if cost_of(r) < cost_of(chosen) and not tied(chosen, r, c.objective):
+                head = f"passed over: {r.variant_name} on {r.runtime} ({cost_of(r):.4g} {unit}, loss {r.quality_loss_pct:+.2f} %)"
+                by = next((f for f in ranked if dominates(f, r, c.objective)), None)
+                out.append(
+                    f"{head}: dominated by {by.variant_name} on {by.runtime} ({cost_of(by):.4g} {unit}, loss "
+                    f"{by.quality_loss_pct:+.2f} %), no worse beyond the noise on either axis and better on one"
+                    if by
+                    else f"{head}: not tied with the chosen cell, which is tied with the cheapest cell of the "
+                    "frontier and preferred by the rule"
+                )
     ref = next((r for r in ranked if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
     if ref is not None and ref is not chosen:
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")

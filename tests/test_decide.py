@@ -8,6 +8,7 @@ import pytest
 from bench.annual import Schedule
 from bench.cli import main
 from bench.compare import compare
+from bench.frontier import dominates, tied
 from bench.records import Record
 from bench.select import Constraints, Infeasible, Where, render, select
 from bench.store import append_history, history, load_records, promote_baseline
@@ -64,6 +65,30 @@ def test_select_explains_its_choice_and_prints_the_frontier():
     text = render(sel)
     assert "chosen: int8 on onnxruntime" in text and "0.40x the fp32 torch-eager reference's energy" in text
     assert "runner-up: pruned" in text
+
+
+def test_select_never_picks_a_cell_the_feasible_frontier_leaves_out():
+    """The lowest median is not the answer when another feasible cell costs the same within the noise
+    and loses clearly less quality; nor is a cell tied with the cheapest that a third one dominates."""
+    from bench.select import render
+
+    noisy_cheap = rec("pruned", energy=0.50, loss=0.9, ci=0.05)  # lowest median, CI overlaps `int8`'s
+    better = rec("int8", "onnxruntime", energy=0.51, loss=0.1, ci=0.05)
+    sel = select([noisy_cheap, better, rec("reference", energy=1.0)], "grid-gnn", Constraints(max_quality_loss_pct=1))
+    assert sel.chosen.variant_id == "int8"
+    assert "passed over: pruned on torch-eager (0.5 J/inference, loss +0.90 %): dominated by int8" in render(sel)
+
+    # `plain` (no passes) is tied with the cheapest median, but `half` costs less beyond the noise at
+    # the same quality: the rule's preference for fewer passes must not reach past the frontier for it.
+    cheapest = replace(
+        rec("int8", "onnxruntime", energy=0.50, loss=0.1, ci=0.2), lineage=({"pass": "q"}, {"pass": "p"})
+    )
+    plain = replace(rec("plain", energy=0.58, loss=0.1, ci=0.05), lineage=())
+    half = replace(rec("half", energy=0.52, loss=0.1, ci=0.01), lineage=({"pass": "h"},))
+    assert tied(cheapest, plain, "energy") and dominates(half, plain, "energy") and tied(cheapest, half, "energy")
+    sel = select([cheapest, plain, half], "grid-gnn", Constraints(max_quality_loss_pct=1))
+    assert sel.chosen.variant_id == "half"  # fewer passes than int8; plain is off the frontier
+    assert "passed over" not in render(sel)  # int8 is the cheaper median, but tied: the rule says why
 
 
 def test_infeasible_constraints_name_the_closest_variants():
