@@ -8,6 +8,7 @@ import pytest
 
 from models.checkpoint import train_or_load
 from models.export import torch_predict_fn
+from models.grid.powerflow import outside_band
 from models.registry import get_twin
 from models.twins.diffusion_forecaster import (
     interval90_coverage,
@@ -16,7 +17,7 @@ from models.twins.diffusion_forecaster import (
     violation_probability,
     violation_recall,
 )
-from models.twins.grid_gnn import outside_band, vm_max_abs_err, vm_violation_detection
+from models.twins.grid_gnn import vm_max_abs_err, vm_violation_detection
 from models.twins.sensor_transformer import STEPS_PER_DAY, daily_peak_slots, peak_mae, ramp_mae, ramp_steps
 
 # --- grid-gnn: per (snapshot, bus) ---------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from models.errors import Unsupported
+from models.grid.powerflow import VM_BAND_PU, outside_band
 from models.grid.streams import window_starts
 from models.registry import (
     Evaluation,
@@ -188,20 +189,15 @@ def calendar_features(first_forecast_step: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(day), np.cos(day), np.sin(weekday), np.cos(weekday)], -1).astype(np.float32)
 
 
-# The voltage band an operator acts on, in p.u. (the edges are inside). The same band as grid-gnn's,
-# repeated so that neither twin's module imports the other.
-VM_BAND_PU = (0.95, 1.05)
-
-
 def violation_events(target: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> np.ndarray:
     """(W, H, N) vm -> (W, N) bool: the trajectory leaves the band (strictly) at some horizon step."""
-    return ((target < band[0]) | (target > band[1])).any(axis=1)
+    return outside_band(target, band).any(axis=1)
 
 
 def violation_probability(samples: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> np.ndarray:
     """(W, M, H, N) sampled vm -> (W, N): the fraction of the M samples whose trajectory leaves the
     band at some horizon step, the forecast's probability of a violation in that window at that bus."""
-    return ((samples < band[0]) | (samples > band[1])).any(axis=2).mean(axis=1)
+    return outside_band(samples, band).any(axis=2).mean(axis=1)
 
 
 def violation_brier(samples: np.ndarray, target: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> float:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
-from models.grid.powerflow import NetworkModel, solve_power_flow
+from models.grid.powerflow import VM_BAND_PU, NetworkModel, outside_band, solve_power_flow
 from models.registry import Evaluation, PredictFn, TrainableTwin, batched, input_scale, register_twin
 from models.surgery import shrink_pair
 from models.training import Distillation, FitConfig, fit, teacher_on
@@ -102,19 +102,9 @@ class GridGNN(torch.nn.Module):
         return out.view(b, self.n_nodes, 2) * self.out_std + self.out_mean
 
 
-# The voltage band an operator acts on, in p.u.: a bus outside it at some snapshot is a violation
-# (the edges themselves are inside). On the smoke grid 1.7 % of the year's bus-steps lie above it.
-VM_BAND_PU = (0.95, 1.05)
-
-
 def vm_max_abs_err(pred_vm: np.ndarray, target_vm: np.ndarray) -> float:
     """Worst absolute vm error in p.u. over every (snapshot, bus) given: the worst bus at its worst time."""
     return float(np.abs(np.asarray(pred_vm, np.float64) - target_vm).max())
-
-
-def outside_band(vm: np.ndarray, band: tuple[float, float] = VM_BAND_PU) -> np.ndarray:
-    """True where vm is a band violation: strictly below band[0] or strictly above band[1] p.u."""
-    return (vm < band[0]) | (vm > band[1])
 
 
 def vm_violation_detection(
