@@ -110,7 +110,12 @@ class Twin(ABC):
     def owns(self, model: torch.nn.Module) -> bool:
         """Is `model` this twin's own model class (not wrapped by a precision pass, say)? Passes
         that rewrite a twin's layers ask before they touch it."""
-        return type(model) is type(self.build_model())
+        if not hasattr(self, "_model_type"):
+            # Learnt by building one model, once, with the RNG state put back: a twin may seed
+            # torch in `build_model`, and asking a question must not change what trains next.
+            with torch.random.fork_rng(devices=[]):
+                self._model_type = type(self.build_model())
+        return type(model) is self._model_type
 
     def prune_structured(self, model: torch.nn.Module, ratio: float) -> None:
         """Remove a `ratio` of `model`'s hidden units, channels or heads, in place, so its layers

@@ -140,3 +140,14 @@ def test_predict_writes_what_recomputes_the_metric(reference, name, tmp_path):
             samples, target = f["samples"], f["target"]
             assert samples.shape == (target.shape[0], twin.config.n_samples, *target.shape[1:])
             assert twin._scores(samples, target)["crps"] == pytest.approx(evaluation.metrics["crps"], rel=1e-9)
+
+
+def test_owns_knows_the_twins_model_and_leaves_the_rng_alone(reference):
+    """Passes ask `owns` before rewriting layers; the diffusion twin seeds torch in `build_model`,
+    so asking must not reset the random stream a training after it draws from."""
+    twin, model = reference["diffusion-forecaster"]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert twin.owns(model) and not twin.owns(torch.nn.Sequential(model))
+    assert torch.equal(torch.rand(3), expected)
