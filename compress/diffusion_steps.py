@@ -61,7 +61,10 @@ class DiffusionStepDistill(Pass):
             except Unsupported as e:
                 raise Unsupported(f"round {r + 1}: {e.reason}") from e
             train = lambda m, t=teacher: twin.train_step_student(m, t, ctx.log, fit_cfg, ctx.device)  # noqa: E731
-            student, _ = train_or_load_variant(twin, ctx.cache_key(self, round=r + 1), student, train, ctx.log)
+            # Round r + 1 of any `rounds` trains the same weights as the last round of rounds = r + 1:
+            # keyed so, a 2-round chain reuses the 1-round chain's student instead of retraining it.
+            key = ctx.cache_key(self, rounds=r + 1, round=r + 1)
+            student, _ = train_or_load_variant(twin, key, student, train, ctx.log)
             teacher = student.eval()
         return teacher
 
@@ -78,7 +81,7 @@ class DiffusionStepDistill(Pass):
         # runs on 2 CPU cores took 1.3 to 1.6 times the reference's time an epoch.
         cost = 1 + 2 * TEACHER_FORWARD
         return tuple(
-            Training(self.max_epochs, cost, f"step distillation, round {r + 1}", (("round", r + 1),))
+            Training(self.max_epochs, cost, f"step distillation, round {r + 1}", (("rounds", r + 1), ("round", r + 1)))
             for r in range(self.rounds)
         )
 

@@ -1,6 +1,7 @@
 """Compression passes and variants: inputs untouched, the promised effect, honest Unsupported."""
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from bench import suites
 from bench.cli import main
 from bench.store import RunDir, run_folders
-from compress.base import PassContext, Variant, make_pass, parse_variant
+from compress.base import PassContext, Variant, make_pass, parse_variant, step_spec
 from compress.prune import prunable_weights
 from models.checkpoint import train_or_load
 from models.errors import ConfigError, UnknownNameError, Unsupported
@@ -198,6 +199,30 @@ def test_step_distilled_diffusion_student_halves_the_steps(trained, tmp_path):
     gnn_twin, gnn_model = trained["grid-gnn"]
     with pytest.raises(Unsupported, match="twins that sample in steps; grid-gnn does not"):
         make_pass("diffusion-step-distill").apply(gnn_model, _ctx(gnn_twin, tmp_path))
+
+
+def test_step_distill_rounds_reuse_the_rounds_before_them(trained, tmp_path, monkeypatch):
+    """Round 1 of a 2-round chain is the 1-round chain's student: one cache key, trained once, and
+    counted once by the run's estimate (which derives the keys from `Pass.training`)."""
+    import compress.diffusion_steps
+
+    twin, model = trained["diffusion-forecaster"]
+    keys = []
+
+    def no_training(twin, key, student, train, log):  # records the key the weights are cached under
+        keys.append(json.dumps(key, sort_keys=True))
+        return student, None
+
+    monkeypatch.setattr(compress.diffusion_steps, "train_or_load_variant", no_training)
+    estimated = []
+    for rounds in (1, 2):
+        p = make_pass("diffusion-step-distill", rounds=rounds)
+        Variant((p,)).build(model, _ctx(twin, tmp_path))
+        estimated += [
+            json.dumps(({**step_spec(p), **dict(t.key)},), sort_keys=True) for t in p.training(type(twin), twin.config)
+        ]
+    assert keys == estimated and len(keys) == 3
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_variant_identity_and_lineage():
