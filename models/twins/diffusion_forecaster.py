@@ -219,10 +219,21 @@ def violation_recall(
     return float((violation_probability(samples, band)[event] >= threshold).mean())
 
 
+# What `interval90_coverage` gives for an ensemble drawn from the target's own distribution, by
+# ensemble size (200,000 draws of standard normal ensembles and targets; tests/test_event_metrics.py
+# checks them): below it an ensemble is under-dispersed, above it over-dispersed.
+CALIBRATED_COVERAGE = {16: 0.805, 64: 0.874}
+
+
 def interval90_coverage(samples: np.ndarray, target: np.ndarray) -> float:
     """Share of target values (every window, horizon step and bus) inside the samples' central 90 %
     interval: between their 5 % and 95 % quantiles (numpy's linear interpolation), edges included.
-    A calibrated forecast covers about 0.9; a point forecast covers only exact hits."""
+    A point forecast covers only exact hits.
+
+    The quantiles of M samples span less than 90 % of the distribution they are drawn from, so a
+    perfectly calibrated M-member ensemble covers less than 0.9: about 0.80 for M = 16 (the
+    twin's ensemble) and 0.87 for M = 64 (its climatology baseline); see CALIBRATED_COVERAGE.
+    Compare coverages at equal M, or each against its own calibrated value."""
     low, high = np.quantile(samples, [0.05, 0.95], axis=1)
     return float(((low <= target) & (target <= high)).mean())
 
