@@ -151,3 +151,31 @@ def test_owns_knows_the_twins_model_and_leaves_the_rng_alone(reference):
     torch.manual_seed(123)
     assert twin.owns(model) and not twin.owns(torch.nn.Sequential(model))
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("start", [None, "2016-01-01T00:00", "2024-03-04T06:15", "2023-07-09T23:45"])
+def test_diffusion_calendar_is_the_clocks(smoke_grid, start):
+    """The calendar inputs are the time of day and weekday of the forecast's first step by the clock
+    of the grid's own start (SimBench's 2016-01-01, a Friday, where the profiles carry no time), so
+    an exported twin is fed what a deployment computes from its clock."""
+    import datetime as dt
+
+    from models.twins.diffusion_forecaster import calendar_features
+
+    manifest = {**smoke_grid.manifest, "time": {**smoke_grid.manifest["time"], "start": start}}
+    grid = dataclasses.replace(smoke_grid, manifest=manifest)
+    origin = dt.datetime.fromisoformat(start or "2016-01-01T00:00")
+    steps = np.array([0, 1, 95, 96, 500, 673, 9000])
+    clock = [origin + dt.timedelta(minutes=15 * int(s)) for s in steps]
+    day = np.array([2 * np.pi * (t.hour * 60 + t.minute) / 1440 for t in clock])
+    weekday = np.array([2 * np.pi * t.weekday() / 7 for t in clock])
+    expected = np.stack([np.sin(day), np.cos(day), np.sin(weekday), np.cos(weekday)], -1)
+    np.testing.assert_allclose(calendar_features(grid.week_step_of_start + steps), expected, atol=1e-6)
+    cls = get_twin("diffusion-forecaster")
+    twin = cls(grid, cls.config_for("smoke"))
+    window_starts = steps[steps + twin.config.context + twin.config.horizon <= len(twin.states)]
+    calendar = twin._windows(window_starts)[1]  # the forecast's first step is `context` after the start
+    first = [origin + dt.timedelta(minutes=15 * int(s + twin.config.context)) for s in window_starts]
+    assert [round(float(np.arctan2(*row[2:])) / (2 * np.pi) * 7) % 7 for row in calendar] == [
+        t.weekday() for t in first
+    ]

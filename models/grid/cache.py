@@ -13,12 +13,16 @@ import re
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from models.errors import CacheError
+
+STEP_MINUTES = 15  # every grid's time series: one step every 15 minutes
+STEPS_PER_DAY = 24 * 60 // STEP_MINUTES
 
 # Bump when the layout or meaning of any cached array changes: older caches are then stale.
 FORMAT_VERSION = 1
@@ -128,6 +132,15 @@ class GridData:
     @property
     def n_nodes(self) -> int:
         return len(self.graph["bus_ids"])
+
+    @property
+    def week_step_of_start(self) -> int:
+        """Where step 0 falls in the week, in 15-minute steps after Monday 00:00: the twins' calendar
+        inputs and time-of-day slots count from it, so that an exported twin takes the clock's
+        calendar. From the manifest's `time.start`; profiles that carry no time are taken to start
+        as SimBench's do, at 00:00 on Friday 2016-01-01."""
+        start = datetime.fromisoformat((self.manifest.get("time") or {}).get("start") or "2016-01-01T00:00")
+        return start.weekday() * STEPS_PER_DAY + (start.hour * 60 + start.minute) // STEP_MINUTES
 
 
 def cache_root() -> Path:

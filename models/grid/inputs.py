@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import CacheError, DataError, InputError
+from models.grid.cache import STEP_MINUTES
 from models.grid.source import GridSource
 
-STEP_MINUTES = 15
 VALUE_KEYS = ("load_p_mw", "load_q_mvar", "sgen_p_mw", "storage_p_mw")  # (table, quantity) of each profile
 COLUMN = re.compile(r"^(load|sgen|storage):(-?\d+):(p_mw|q_mvar)$")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from models.errors import Unsupported
+from models.grid.cache import STEPS_PER_DAY
 from models.grid.powerflow import VM_BAND_PU, outside_band
 from models.grid.streams import window_starts
 from models.registry import (
@@ -36,9 +37,7 @@ from models.registry import (
 from models.surgery import keep_rows, shrink_pair
 from models.training import Distillation, FitConfig, fit, teacher_on
 
-STEPS_PER_DAY = 96
 DAYS_PER_WEEK = 7
-FIRST_WEEKDAY = 4  # 2016-01-01, step 0, was a Friday (Monday = 0)
 
 
 @dataclass(frozen=True)
@@ -182,10 +181,11 @@ class DiffusionForecaster(torch.nn.Module):
         return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
 
 
-def calendar_features(first_forecast_step: np.ndarray) -> np.ndarray:
-    """(B,) step of the year -> (B, 4) sin/cos of time of day and of day of week."""
-    day = 2 * np.pi * (first_forecast_step % STEPS_PER_DAY) / STEPS_PER_DAY
-    weekday = 2 * np.pi * ((first_forecast_step // STEPS_PER_DAY + FIRST_WEEKDAY) % DAYS_PER_WEEK) / DAYS_PER_WEEK
+def calendar_features(week_step: np.ndarray) -> np.ndarray:
+    """(B,) 15-minute steps after a Monday 00:00 of the first forecast step -> (B, 4) sin/cos of its
+    time of day and of its day of the week (Monday = 0), by the clock: what a deployment computes."""
+    day = 2 * np.pi * (week_step % STEPS_PER_DAY) / STEPS_PER_DAY
+    weekday = 2 * np.pi * ((week_step // STEPS_PER_DAY) % DAYS_PER_WEEK) / DAYS_PER_WEEK
     return np.stack([np.sin(day), np.cos(day), np.sin(weekday), np.cos(weekday)], -1).astype(np.float32)
 
 
@@ -241,7 +241,9 @@ def interval90_coverage(samples: np.ndarray, target: np.ndarray) -> float:
 @register_twin
 class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
     name = "diffusion-forecaster"
-    version = 1
+    # 2: calendar inputs by the clock of the grid's own start (was: every grid started Friday 00:00).
+    # The same features on SimBench grids; a user grid starting at another time trains anew.
+    version = 2
     summary = "conditional denoising diffusion (DDPM-trained, DDIM sampling) over future bus vm_pu trajectories"
     data_files = "trajectories.npz"
     metric = "crps of vm_pu (non-slack nodes)"
@@ -304,7 +306,7 @@ class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
         c, h = self.config.context, self.config.horizon
         history = self.states[starts[:, None] + np.arange(c)[None]]
         future = self.vm[starts[:, None] + c + np.arange(h)[None]]
-        return history, calendar_features(starts + c), future
+        return history, calendar_features(self.grid.week_step_of_start + starts + c), future
 
     def _eval_windows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(history, calendar) per forecast window and a fixed noise draw per (window, sample)."""

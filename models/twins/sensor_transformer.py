@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from models.grid.cache import STEPS_PER_DAY
 from models.grid.streams import window_starts
 from models.registry import Evaluation, PredictFn, TrainableTwin, batched, register_twin
 from models.training import Distillation, FitConfig, fit, teacher_on
 
-STEPS_PER_DAY = 96
 PEAK_STEPS = 16  # the daily peak hours of `peak_mae`: 4 h of 15-min steps
 RAMP_SHARE = 0.1  # `ramp_mae` scores the 10 % of target values that change most
 
@@ -206,7 +206,7 @@ class SensorTransformer(TrainableTwin):
     def _event_inputs(self, split: str) -> dict[str, np.ndarray]:
         c, h = self.config.context, self.config.horizon
         # Time of day of every target step: the windows' starts are those `_windows` cuts (stride 1).
-        time_of_day = self.grid.streams["time_step"] % STEPS_PER_DAY
+        time_of_day = (self.grid.week_step_of_start + self.grid.streams["time_step"]) % STEPS_PER_DAY
         starts = window_starts(self.split, self.split_index(split), c + h)
         train = self.split == self.split_index("train")
         return {
