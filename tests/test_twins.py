@@ -179,3 +179,15 @@ def test_diffusion_calendar_is_the_clocks(smoke_grid, start):
     assert [round(float(np.arctan2(*row[2:])) / (2 * np.pi) * 7) % 7 for row in calendar] == [
         t.weekday() for t in first
     ]
+
+
+def test_a_models_buffers_are_not_the_grids_arrays(smoke_grid):
+    """`load_state_dict` and in-place passes write into buffers: they must not reach the cached data
+    that every other twin of the run reads."""
+    for name in twin_names():
+        cls = get_twin(name)
+        model = cls(smoke_grid, cls.config_for("smoke")).build_model()
+        arrays = [a for part in (smoke_grid.graph, smoke_grid.stats, smoke_grid.snapshots) for a in part.values()]
+        for key, buffer in model.state_dict().items():
+            shared = [a for a in arrays if isinstance(a, np.ndarray) and np.shares_memory(buffer.numpy(), a)]
+            assert not shared, f"{name}: buffer {key} is a view of the grid's data"

@@ -66,7 +66,8 @@ class GridGNN(torch.nn.Module):
         g, stats = grid.graph, grid.stats
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
         self.n_nodes = len(g["bus_ids"])
-        self.register_buffer("edge_index", torch.as_tensor(g["edge_index"], dtype=torch.long))
+        # A copy: `load_state_dict` writes into buffers in place, and this array is the grid's own.
+        self.register_buffer("edge_index", torch.tensor(g["edge_index"], dtype=torch.long))
         self.register_buffer("edge_feat", as_tensor(_standardise(g["edge_attr"])))
         self.register_buffer("node_static", as_tensor(_standardise(g["node_attr"])))
         self.register_buffer("inj_mean", as_tensor(np.stack([stats["p_inj_pu_mean"], stats["q_inj_pu_mean"]], -1)))
