@@ -129,3 +129,44 @@ def test_records_refuse_dishonest_numbers():
         Record(**base, status="unsupported")
     r = Record(**base, status="unsupported", status_reason="needs CUDA", flags=("short_window",))
     assert Record.from_dict(json.loads(r.to_json())) == r
+
+
+class FakeDevice:
+    """A device on a virtual clock: each step costs the host `launch_s` and queues `work_s` on the
+    device (the first step also `first_s` of compilation); `sync` waits for the queue to drain."""
+
+    def __init__(self, launch_s: float, work_s: float, first_s: float = 0.0):
+        self.now = self.done = 0.0
+        self.launch_s, self.work_s, self.first_s, self.steps = launch_s, work_s, first_s, 0
+
+    def step(self):
+        self.now += self.launch_s + (self.first_s if self.steps == 0 else 0.0)
+        self.done = max(self.done, self.now) + self.work_s
+        self.steps += 1
+
+    def sync(self):
+        self.now = max(self.now, self.done)
+
+
+@pytest.mark.parametrize(
+    "launch_s, work_s, first_s",
+    [(1e-3, 0.0, 0.5), (1e-4, 1e-3, 2.0), (1e-3, 0.0, 0.0), (0.3, 0.0, 0.0)],
+    ids=["cpu-with-compile", "gpu-async-queue", "cpu", "slower-than-the-window"],
+)
+def test_calibration_gives_the_window_at_the_steady_pace(monkeypatch, launch_s, work_s, first_s):
+    """Iterations are what a window of `window_s` holds at the pace steps run in a window (queued, not
+    synced one by one), with compilation and first-run costs outside the estimate."""
+    from types import SimpleNamespace
+
+    import bench.cell
+
+    device = FakeDevice(launch_s, work_s, first_s)
+    monkeypatch.setattr(bench.cell, "time", SimpleNamespace(perf_counter=lambda: device.now))
+    iterations = bench.cell.calibrate(device.step, device.sync, 0.2)
+    pace = max(launch_s, work_s)
+    assert iterations == max(1, round(0.2 / pace))
+    start = device.now
+    for _ in range(iterations):  # the window itself, on the same clock
+        device.step()
+    device.sync()
+    assert device.now - start >= min(0.2, pace) - 1e-9
