@@ -94,14 +94,15 @@ def prepare(cell: Cell, twin, opened: Opened, plan: RunPlan) -> Prepared:
 def calibrate(step: Callable[[], object], sync: Callable[[], None], window_s: float) -> int:
     """How many steps make a window of `window_s`. After a warm-up (compilation, autotuning and
     first-run allocation stay outside every window), blocks of 1, 2, 4, ... steps run as a window
-    runs them, unsynchronised, until one lasts a quarter of the window: the pace of that last block,
-    with every first-run cost behind it. (Timing the warm-up itself counted them: a torch-compile
-    cell recompiles at its measured batch size on its first step, and its 0.2 s windows held 1 or 2
-    steps, 5-10 ms.)"""
+    runs them, unsynchronised, until two blocks of the same size in a row each last a quarter of the
+    window; the second one's pace counts, so a one-off cost (a late autotune, an arena growing)
+    that made the first one long does not. (Timing the warm-up itself counted such costs: a
+    torch-compile cell recompiles at its measured batch size on its first step, and its 0.2 s
+    windows held 1 or 2 steps, 5-10 ms.)"""
     for _ in range(3):
         step()
     sync()
-    n = 1
+    n, long_before = 1, False
     while True:
         start = time.perf_counter()
         for _ in range(n):
@@ -109,8 +110,12 @@ def calibrate(step: Callable[[], object], sync: Callable[[], None], window_s: fl
         sync()
         elapsed = time.perf_counter() - start
         if elapsed >= 0.25 * window_s:
-            return max(1, int(np.ceil(window_s * n / max(elapsed, 1e-9))))
-        n *= 2
+            if long_before:
+                return max(1, int(np.ceil(window_s * n / max(elapsed, 1e-9))))
+            long_before = True  # once more at this size: was it the pace, or a one-off?
+        else:
+            long_before = False
+            n *= 2
 
 
 def latency_pass(step: Callable[[], object], sync: Callable[[], None], n: int) -> dict[str, float]:

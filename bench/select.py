@@ -207,9 +207,10 @@ def _reasons(
 ) -> list[str]:  # fmt: skip
     unit = {"energy": "J/inference", "latency": "ms (p50)", "annual": "kWh/year"}[c.objective]
     low, high = ci_of(chosen)
+    noise = " within the noise" if c.objective in OBJECTIVES else ""  # annual ranks by its point value
     out = [
-        f"lowest {c.objective} within the noise of the {len(ranked)} cells (of {len(candidates)} measured at "
-        f"batch {batch}) that meet the constraints: {cost_of(chosen):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
+        f"lowest {c.objective}{noise} of the {len(ranked)} cells (of {len(candidates)} measured at batch {batch}) "
+        f"that meet the constraints: {cost_of(chosen):.4g} {unit} [95% CI {low:.4g}, {high:.4g}]",
         f"quality: {chosen.quality_metric} {chosen.quality_value:.4g}, loss {chosen.quality_loss_pct:+.2f} % "
         f"(limit {c.max_quality_loss_pct:g} %)" + "".join(f"; {w}" for w in c.where),
     ]

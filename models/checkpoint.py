@@ -57,6 +57,7 @@ def identity(twin, chain: tuple = ()) -> dict:
         "grid": twin.grid.grid,
         "config": config,
         "data_hash": twin.grid.content_hash,
+        **twin.depends_on(),
     }
     if (shipped := twin.shipped_weights()) is not None:  # other shipped weights: another checkpoint
         ident["shipped_weights_sha256"] = _file_sha256(shipped)

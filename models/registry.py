@@ -113,9 +113,15 @@ class Twin(ABC):
         if not hasattr(self, "_model_type"):
             # Learnt by building one model, once, with the RNG state put back: a twin may seed
             # torch in `build_model`, and asking a question must not change what trains next.
-            with torch.random.fork_rng(devices=[]):
+            cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []
+            with torch.random.fork_rng(devices=cuda):
                 self._model_type = type(self.build_model())
         return type(model) is self._model_type
+
+    def depends_on(self) -> dict:
+        """What its trained weights depend on beyond its config and the grid's arrays (part of the
+        checkpoint identity): e.g. the calendar its inputs are counted from."""
+        return {}
 
     def prune_structured(self, model: torch.nn.Module, ratio: float) -> None:
         """Remove a `ratio` of `model`'s hidden units, channels or heads, in place, so its layers

@@ -187,7 +187,19 @@ def test_a_models_buffers_are_not_the_grids_arrays(smoke_grid):
     for name in twin_names():
         cls = get_twin(name)
         model = cls(smoke_grid, cls.config_for("smoke")).build_model()
-        arrays = [a for part in (smoke_grid.graph, smoke_grid.stats, smoke_grid.snapshots) for a in part.values()]
+        parts = (smoke_grid.graph, smoke_grid.stats, smoke_grid.snapshots, smoke_grid.streams, smoke_grid.trajectories)
+        arrays = [a for part in parts for a in part.values()]
         for key, buffer in model.state_dict().items():
             shared = [a for a in arrays if isinstance(a, np.ndarray) and np.shares_memory(buffer.numpy(), a)]
             assert not shared, f"{name}: buffer {key} is a view of the grid's data"
+
+
+def test_a_diffusion_checkpoint_is_keyed_by_the_calendar_start(smoke_grid):
+    """The arrays' hash does not cover the series' start: the same profiles with another start must not
+    load diffusion weights trained on the other calendar; twins without a calendar keep theirs."""
+    manifest = {**smoke_grid.manifest, "time": {**smoke_grid.manifest["time"], "start": "2024-03-04T06:15"}}
+    shifted = dataclasses.replace(smoke_grid, manifest=manifest)
+    for name, moves in (("diffusion-forecaster", True), ("grid-gnn", False), ("sensor-transformer", False)):
+        cls = get_twin(name)
+        here, there = (cls(g, cls.config_for("smoke")) for g in (smoke_grid, shifted))
+        assert (checkpoint_path(here) != checkpoint_path(there)) is moves, name

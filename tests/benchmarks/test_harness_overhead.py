@@ -13,7 +13,7 @@ say what the method can resolve:
 
 Pairs are short (ROUNDS calls each, ~0.1 s) and alternate which side runs first: on a shared
 2-core machine the load drifts by more than 1 % within a second, so rounds of 1,000 calls gave
-ratios from 0.98 to 1.06 with CIs wider than the 1 % to be shown.
+ratios from 0.98 to 1.01 (1.059 as the issue reported it) with CIs wider than the 1 % to be shown.
 
 Run with `make bench-harness`; excluded from `make test` (timings are numbers to read, not asserts).
 """
