@@ -18,6 +18,7 @@ ratios from 0.98 to 1.01 (1.059 as the issue reported it) with CIs wider than th
 Run with `make bench-harness`; excluded from `make test` (timings are numbers to read, not asserts).
 """
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from bench.cell import latency_pass, open_session, prepare
 from bench.plan import Cell, make_plan
 from bench.stats import Summary, summarize
 from bench.suites import load_suite
+from bench.validity import others_cpu_seconds
 from compress.base import Variant
 from models.checkpoint import train_or_load
 from models.registry import get_twin
@@ -36,7 +38,8 @@ from models.registry import get_twin
 BATCH = 32
 THREADS = 1  # pinned alike for both, so only the harness differs
 ROUNDS = 100  # calls per side of a pair
-PAIRS = 100
+PAIRS = 100  # for the rows that explain (parts, controls)
+DECISIVE_PAIRS = 250  # for the two rows the verdict reads: at 100 their CIs reached +-1.2 % on an idle run
 KNOWN_COST = 0.01  # the positive control's added busy-wait, as a fraction of the bare median
 
 
@@ -49,11 +52,11 @@ def median_seconds(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(timings)
 
 
-def paired_ratio(a: Callable[[int], float], b: Callable[[int], float]) -> Summary:
-    """Median over PAIRS of a(ROUNDS) / b(ROUNDS), each pair run back to back, first a then b or
+def paired_ratio(a: Callable[[int], float], b: Callable[[int], float], pairs: int = PAIRS) -> Summary:
+    """Median over `pairs` of a(ROUNDS) / b(ROUNDS), each pair run back to back, first a then b or
     first b then a in turn, so neither side always follows the other."""
     ratios = []
-    for i in range(PAIRS):
+    for i in range(pairs):
         if i % 2:
             y = b(ROUNDS)
             x = a(ROUNDS)
@@ -99,15 +102,17 @@ def test_harness_p50_matches_bare_session(benchmark, smoke_grid, tmp_path):
     median_seconds(other_bare, 200)  # warm-up
     harness_s = lambda n: latency_pass(harness.step, harness.session.sync, n)["p50"] / 1e3  # noqa: E731
     bare_s = lambda n: median_seconds(bare, n)  # noqa: E731
+    others, wall = others_cpu_seconds(), time.perf_counter()
     rows = {
-        "harness / bare (same session)": paired_ratio(harness_s, bare_s),
+        "harness / bare (same session)": paired_ratio(harness_s, bare_s, DECISIVE_PAIRS),
         # Where a cost would come from, one part of the harness at a time:
         "  timing loop: latency pass over bare / bare": paired_ratio(lambda n: latency_pass(bare, lambda: None, n)["p50"] / 1e3, bare_s),
         "  step: its staged inputs and wrapper, plain loop / bare": paired_ratio(lambda n: median_seconds(harness.step, n), bare_s),
-        "A/A: bare / bare": paired_ratio(bare_s, bare_s),
+        "A/A: bare / bare": paired_ratio(bare_s, bare_s, DECISIVE_PAIRS),
         f"known cost: (bare + {KNOWN_COST:.0%}) / bare": paired_ratio(lambda n: median_seconds(bare_plus_known_cost, n), bare_s),
         "across sessions: harness / a user's session": paired_ratio(harness_s, lambda n: median_seconds(other_bare, n)),
     }  # fmt: skip
+    neighbours = max(0.0, others_cpu_seconds() - others) / (time.perf_counter() - wall)  # cores others used
     # pytest-benchmark's own record of the bare loop (its pedantic mode runs once per test).
     benchmark.pedantic(bare, rounds=1000, iterations=1, warmup_rounds=50)
     bare_ms = statistics.median(benchmark.stats.stats.data) * 1e3
@@ -116,8 +121,16 @@ def test_harness_p50_matches_bare_session(benchmark, smoke_grid, tmp_path):
                                 ratio_ci95=[overhead.ci95_low, overhead.ci95_high],
                                 controls={k.strip(): [s.median, s.ci95_low, s.ci95_high] for k, s in rows.items()})  # fmt: skip
     print(f"\ngrid-gnn onnxruntime bs{BATCH}, bare median {bare_ms:.4f} ms (pytest-benchmark); "
-          f"ratios of {PAIRS} alternating pairs of {ROUNDS} calls, median (95 % CI):")  # fmt: skip
+          f"ratios of alternating pairs of {ROUNDS} calls ({DECISIVE_PAIRS} pairs for the harness and A/A, "
+          f"{PAIRS} for the others), median (95 % CI):")  # fmt: skip
     for label, s in rows.items():
         print(f"  {label:56s} {s.median:.4f} ({s.ci95_low:.4f}-{s.ci95_high:.4f})")
-    within = 0.99 <= overhead.ci95_low and overhead.ci95_high <= 1.01
-    print(f"  harness overhead target (CI within 1 +- 0.01): {'met' if within else 'NOT met'}")
+    print(f"  other processes used {neighbours:.2f} cores meanwhile (load average {os.getloadavg()[0]:.2f})")
+    a_a = rows["A/A: bare / bare"]
+    if 0.99 <= overhead.ci95_low and overhead.ci95_high <= 1.01:
+        verdict = "met"
+    elif not (0.99 <= a_a.ci95_low and a_a.ci95_high <= 1.01):  # the method could not resolve 1 % this time
+        verdict = f"undecided: the A/A control's CI ({a_a.ci95_low:.4f}-{a_a.ci95_high:.4f}) is as wide; rerun idle"
+    else:
+        verdict = "NOT met"
+    print(f"  harness overhead target (CI within 1 +- 0.01): {verdict}")
