@@ -8,7 +8,7 @@ say what the method can resolve:
 - A/A: the bare loop against itself (the method's noise floor, should be 1);
 - a known cost: the bare loop plus a busy-wait of 1 % of its median (should read ~1.01, CI above 1);
 - across sessions: the harness against a second InferenceSession of the same file, made as a user
-  would. Two sessions of one file differ by up to ~1 % on their own (ORT's memory placement), so
+  would. Two sessions of one file differ by up to ~2 % on their own (ORT's memory placement), so
   this is the spread a user sees between any two sessions, not a cost of the harness.
 
 Pairs are short (ROUNDS calls each, ~0.1 s) and alternate which side runs first: on a shared
