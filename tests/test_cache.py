@@ -84,6 +84,8 @@ def test_corrupt_cache_is_refused(cache_copy, damage, message):
         (lambda m: m.update(format_version=0), "format 0"),
         (lambda m: m["build_config"].update(snapshots=10), "stale cache"),
         (lambda m: m.update(grid="1-MV-rural--2-sw"), "holds grid '1-MV-rural--2-sw'"),
+        (lambda m: m["time"].update(start="next Friday"), "time.start 'next Friday' is not an ISO 8601 time"),
+        (lambda m: m.update(time=[2016]), "time.start \\[2016\\] is not an ISO 8601 time"),
     ],
 )
 def test_stale_cache_is_refused(cache_copy, change, message):

@@ -8,6 +8,7 @@ import pytest
 
 from models.checkpoint import train_or_load
 from models.export import torch_predict_fn
+from models.grid.cache import STEPS_PER_DAY
 from models.grid.powerflow import outside_band
 from models.registry import get_twin
 from models.twins.diffusion_forecaster import (
@@ -19,7 +20,7 @@ from models.twins.diffusion_forecaster import (
     violation_recall,
 )
 from models.twins.grid_gnn import vm_max_abs_err, vm_violation_detection
-from models.twins.sensor_transformer import STEPS_PER_DAY, daily_peak_slots, peak_mae, ramp_mae, ramp_steps
+from models.twins.sensor_transformer import daily_peak_slots, peak_mae, ramp_mae, ramp_steps
 
 # --- grid-gnn: per (snapshot, bus) ---------------------------------------------------------------
 

@@ -139,8 +139,19 @@ class GridData:
         inputs and time-of-day slots count from it, so that an exported twin takes the clock's
         calendar. From the manifest's `time.start`; profiles that carry no time are taken to start
         as SimBench's do, at 00:00 on Friday 2016-01-01."""
-        start = datetime.fromisoformat((self.manifest.get("time") or {}).get("start") or "2016-01-01T00:00")
+        start = series_start(self.manifest)
         return start.weekday() * STEPS_PER_DAY + (start.hour * 60 + start.minute) // STEP_MINUTES
+
+
+def series_start(manifest: dict) -> datetime:
+    """Step 0 of a cache's time series, from its manifest's `time.start` (SimBench's 2016-01-01
+    00:00 where the profiles carried no time); CacheError if the manifest holds something else."""
+    time = manifest.get("time") or {}
+    start = time.get("start") if isinstance(time, dict) else time
+    try:
+        return datetime.fromisoformat(start or "2016-01-01T00:00")
+    except (TypeError, ValueError) as e:
+        raise CacheError(f"corrupt manifest: time.start {start!r} is not an ISO 8601 time") from e
 
 
 def cache_root() -> Path:
@@ -255,6 +266,7 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
         entry = files[name]
         if not isinstance(entry, dict) or sha256_file(path) != entry.get("sha256"):
             raise CacheError(f"corrupt cache {directory}: {name} does not match its hash in manifest.json")
+    series_start(manifest)  # the twins' calendars count from it
     _check_inputs(directory, manifest)
     return manifest
 
