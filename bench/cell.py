@@ -51,10 +51,20 @@ class Prepared:
     artifact_sha256: str | None
 
 
-def open_session(cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None]) -> Opened:
+def open_session(
+    cell: Cell, twin, model, plan: RunPlan, workdir: Path, log: Callable[[str], None], notes: list | None = None
+) -> Opened:
     """The session of a (variant, runtime) and its quality on the test split, evaluated on that
-    very session: shared by the cell's batch sizes."""
-    pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
+    very session: shared by the cell's batch sizes. `notes` collects what the variant's ONNX-level
+    passes say for the record (PassContext.notes)."""
+    pass_ctx = PassContext(
+        twin=twin,
+        device=cell.device,
+        workdir=workdir,
+        target=cell.target,
+        log=log,
+        notes=[] if notes is None else notes,
+    )
     ctx = RuntimeContext(
         device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
         artifact_stem=f"{twin.name}-{cell.variant.id}",

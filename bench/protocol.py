@@ -18,6 +18,7 @@ them), so each record's ratio to the reference is taken on the same device in th
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import re
@@ -71,12 +72,16 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
     plan, workdir, log = ctx.plan, ctx.workdir, ctx.log
     reference = twin.evaluate(torch_predict_fn(copy.deepcopy(model).cpu()), "test")  # fp32 eager reference
     variant_models: dict[tuple[str, str], torch.nn.Module] = {}
+    notes: dict[tuple[str, str], list] = {}  # what the passes said, per (variant id, target)
 
     def variant_model(cell: Cell) -> torch.nn.Module:
         """The variant's model for the cell's target, built once (passes are deterministic)."""
         key = (cell.variant.id, cell.target)
         if key not in variant_models:
-            pass_ctx = PassContext(twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log)
+            pass_ctx = PassContext(
+                twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log,
+                notes=notes.setdefault(key, []),
+            )  # fmt: skip
             variant_models[key] = cell.variant.build(model, pass_ctx)
         return variant_models[key]
 
@@ -86,7 +91,10 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
         key = (cell.variant.id, cell.runtime)
         if key not in sessions:
             try:
-                sessions[key] = open_session(cell, twin, variant_model(cell), plan, workdir, log)
+                built = variant_model(cell)
+                sessions[key] = open_session(
+                    cell, twin, built, plan, workdir, log, notes.setdefault((cell.variant.id, cell.target), [])
+                )
             except (KeyboardInterrupt, TwinbenchError):
                 raise
             except Exception as e:  # remembered: the other batch sizes get the same record
@@ -119,9 +127,17 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
             inputs = twin.example_inputs(c.batch_size, plan.seed)
             flops[(c.variant.id, c.batch_size)] = flops_per_inference(copy.deepcopy(m), inputs)
         extra = dict(weights_sha256=weights[(c.variant.id, c.target)], flops_per_inference=flops[(c.variant.id, c.batch_size)],
-                     params=sum(t.numel() for t in m.parameters()), model_info=twin.model_info(m))  # fmt: skip
+                     params=sum(t.numel() for t in m.parameters()),
+                     model_info=model_info(twin, m, notes.get((c.variant.id, c.target), [])))  # fmt: skip
         records.append(_record(p, windows, reference.value, twin, shard, ctx, extra))
     return _against_own_reference(records, shard)
+
+
+def model_info(twin, model: torch.nn.Module, notes: list[dict]) -> dict:
+    """The twin's facts about a variant's model, and what its passes said (`compression`: what
+    stayed fp32, a budget's choice and search trace, a capped training), each said once."""
+    said = list({json.dumps(n, sort_keys=True): n for n in notes}.values())
+    return {**twin.model_info(model), **({"compression": said} if said else {})}
 
 
 def _identity(cell: Cell, twin, shard: Shard, ctx: ShardContext) -> dict:

@@ -149,3 +149,33 @@ def _is_a(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def compression_summary(record: Record) -> str:
+    """What the record's passes chose and how they trained, in a line: a budget's choice with its
+    validation loss and tries, the layers kept in fp32, a training capped below the reference's."""
+    parts = []
+    for note in record.model_info.get("compression", ()):
+        said = []
+        search = note.get("search")
+        if search:
+            chosen = search.get("chosen")
+            tried = [t for t in search.get("trace", ()) if t.get("setting") == chosen]
+            loss = f", val {tried[-1]['val_loss_pct']:+.2f} %" if tried else ""
+            if isinstance(chosen, dict):
+                chosen = f"{len(chosen.get('kept_fp32', []))} layer(s) kept fp32"
+            said.append(
+                f"chose {chosen} within {search.get('budget_pct')} %{loss}, {len(search.get('trace', ()))} tries"
+            )
+        elif note.get("kept_fp32"):
+            said.append(f"{len(note['kept_fp32'])} layer(s) kept fp32")
+        if "capped_epochs" in note:
+            said.append(f"capped at {note['capped_epochs']} epochs")
+        if said:
+            parts.append(f"{note.get('pass')}: {'; '.join(said)}")
+    return "; ".join(parts)
+
+
+def is_capped(record: Record) -> bool:
+    """A variant whose training a suite capped below the reference's schedule."""
+    return any("capped_epochs" in n for n in record.model_info.get("compression", ()))

@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from bench.annual import NotProjectable, Schedule, project
 from bench.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
-from bench.records import Record
+from bench.records import Record, compression_summary, is_capped
 from bench.validity import describe_flags
 
 RUNTIME_COLOURS = {
@@ -114,6 +114,7 @@ def _hover(r: Record) -> str:
             f"<b>{_text(r.variant_name)}</b>",
             f"runtime: {_text(r.runtime)}, batch {_text(r.batch_size)}",
             f"lineage: {_text(lineage)}",
+            *([f"chosen: {_text(compression_summary(r))}"] if compression_summary(r) else []),
             f"{_text(r.quality_metric)}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
             energy,
             f"p50 {r.latency_ms_p50:.3g} ms, p99 {r.latency_ms_p99:.3g} ms",
@@ -239,7 +240,7 @@ def _cell(value, fmt: str = ".3g") -> Cell:
 
 
 HEAD = [
-    "twin", "batch", "variant", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
+    "twin", "batch", "variant", "chosen", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
     "CI low", "CI high", "cv", "source", "p50 ms", "p99 ms", "MB", "params", "size KB", "flags",
 ]  # fmt: skip
 
@@ -248,7 +249,8 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell
     return [
         Cell(r.twin),
         _cell(r.batch_size, "d"),
-        Cell(r.variant_name, title=json.dumps(r.lineage)),
+        Cell(r.variant_name + (" [capped]" if is_capped(r) else ""), title=json.dumps(r.lineage)),
+        Cell(compression_summary(r), title=json.dumps(r.model_info.get("compression", []))),
         Cell(r.runtime),
         Cell(r.status, title=r.status_reason),
         Cell(" ".join(["★" if r.cell_key in on_front else "", *ties.get(r.cell_key, [])]).strip()),

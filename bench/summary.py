@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
-from bench.records import Record
+from bench.records import Record, compression_summary, is_capped
 from bench.validity import describe_flags
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -65,8 +65,11 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
             energy = "-"
             if r.energy_j_per_inference is not None:
                 energy = f"{r.energy_j_per_inference:.3g} [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}]"
+            name = r.variant_name + (" [capped]" if is_capped(r) else "")
+            if chosen := compression_summary(r):
+                name += f" ({chosen})"
             lines.append(
-                f"| {r.variant_name} | {r.runtime} | {front} | {_fmt(r.quality_loss_pct, '+.2f')} | {energy} "
+                f"| {name} | {r.runtime} | {front} | {_fmt(r.quality_loss_pct, '+.2f')} | {energy} "
                 f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, _ref(r, ref, 'energy_j_per_inference'))} "
                 f"| {_fmt(r.latency_ms_p50)} | {_fmt(r.latency_ms_p99)} "
                 f"| {_ratio(r.latency_ms_p50, _ref(r, ref, 'latency_ms_p50'))} | {_fmt(r.params, ',')} "

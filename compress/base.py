@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,14 +32,55 @@ class PassContext:
     target: str  # "torch": the model torch runtimes run; "onnx": the model exported for ONNX Runtime
     chain: tuple = ()  # the steps ({"pass": name, **params}) applied before this pass
     log: Callable[[str], None] = print  # progress of passes that train
+    # What the passes of a build say for the record (model_info["compression"]): what stayed fp32,
+    # a budget's choice and its search trace, a capped training. Shared by the chain's steps.
+    notes: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}")
 
+    def note(self, p: Pass, **info) -> None:
+        self.notes.append({"pass": p.name, "target": self.target, **info})
+
     def cache_key(self, p: Pass, **extra) -> tuple:
         """The chain that names the weights `p` trains here (see models.checkpoint)."""
         return (*self.chain, {**step_spec(p), **extra})
+
+
+AUTO = "auto"  # a setting a budgeted pass searches for (prune ratio, sampling steps, rounds)
+
+
+def check_auto(value, name: str, budget) -> None:
+    """`value` may be "auto" only with a budget to search against; the budget itself must be sane."""
+    from compress.budget import check_budget
+
+    check_budget(budget)
+    if isinstance(value, str) and value != AUTO:
+        raise ValueError(f'{name} must be a number or "{AUTO}", got {value!r}')
+    if value == AUTO and budget is None:
+        raise ValueError(f'{name} = "{AUTO}" needs max_quality_loss_pct: the budget the search aims at')
+    if isinstance(value, bool):
+        raise ValueError(f'{name} must be a number or "{AUTO}", got {value!r}')
+
+
+def check_epochs(value, name: str, allow_zero: bool = False) -> None:
+    """An epoch count or cap: None (the twin's own schedule) or a whole number >= 1 (>= 0 if allowed)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be a whole number >= {0 if allow_zero else 1} or omitted, got {value!r}")
+
+
+def training_note(cap: int | None, reference_epochs: int) -> dict:
+    """What a record says of a pass's training: patience-stopped up to the reference's epoch count,
+    or capped lower by the suite (the report marks such variants as capped)."""
+    if cap is not None and cap < reference_epochs:
+        return {
+            "training": f"capped at {cap} epochs (the reference's schedule: {reference_epochs})",
+            "capped_epochs": cap,
+        }
+    return {"training": f"until validation stops improving, at most {reference_epochs} epochs (the reference's)"}
 
 
 @dataclass(frozen=True)

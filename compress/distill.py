@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from compress.base import Pass, PassContext, Training, register_pass
+from compress.base import Pass, PassContext, Training, check_epochs, register_pass, training_note
 from models.checkpoint import train_or_load_variant
 from models.errors import Unsupported
 from models.registry import SteppedSampling, TrainableTwin
@@ -33,8 +33,7 @@ class Distill(Pass):
             raise ValueError(f"width and depth must be in (0, 1], got {self.width}, {self.depth}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {self.weight}")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise ValueError("max_epochs must be >= 1")
+        check_epochs(self.max_epochs, "max_epochs")
 
     def apply(self, model: torch.nn.Module, ctx: PassContext) -> torch.nn.Module:
         twin = ctx.twin
@@ -55,6 +54,7 @@ class Distill(Pass):
             lambda m: student_twin.train(m, ctx.log, fit_cfg=fit_cfg, distill=distillation, device=ctx.device),
             ctx.log,
         )  # fmt: skip
+        ctx.note(self, **training_note(self.max_epochs, student_twin.config.fit.max_epochs))
         return student.eval()
 
     def unsupported_for(self, twin: type) -> str | None:

@@ -98,6 +98,16 @@ class Twin(ABC):
         """Realistic inputs of a given batch size drawn from a split (measurement, export checks,
         quantization calibration on 'train')."""
 
+    # What stays fp32 whatever a pass does (DESIGN.md, "Numerics boundary"), in words for the record.
+    numerics_boundary: ClassVar[str] = "none declared: the whole model is its core"
+
+    # Dotted names of the submodules that form the model's numerics *core*: the compute that
+    # precision, quantisation and pruning passes may change (a ModuleList names each of its layers).
+    # Everything else is the *boundary* and stays fp32: input normalisation, output de-normalisation
+    # and offsets (1.0 p.u.), a sampler's schedule arithmetic. () (the default, for a twin that
+    # declares none): the whole model is its core.
+    core_units: ClassVar[tuple[str, ...]] = ()
+
     def model_info(self, model) -> dict:
         """Facts about a (variant's) model worth recording beside its measurements."""
         return {}

@@ -115,7 +115,7 @@ class Denoiser(torch.nn.Module):
         self.conv_out = torch.nn.Conv1d(hidden, nodes, 3, padding=1)
 
     def forward(self, x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
-        cond = self.time_mlp(timestep_embedding(t, self.hidden).to(x_t.dtype)) + context  # fp32 unless halved
+        cond = self.time_mlp(timestep_embedding(t, self.hidden)) + context
         h = self.conv_in(x_t)
         for block in self.blocks:
             h = block(h, cond)
@@ -501,8 +501,22 @@ class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
             "interval90_coverage": interval90_coverage(members, obs),
         }
 
+    numerics_boundary = (
+        "history normalisation (hist_mean, hist_std), the DDIM schedule (alpha_bar) and every sampler "
+        "step's arithmetic, the timestep embedding, and the output's de-normalisation (delta_std, last vm)"
+    )
+
+    core_units = (
+        "encoder",
+        "calendar_mlp",
+        "denoiser.time_mlp",
+        "denoiser.conv_in",
+        "denoiser.blocks",
+        "denoiser.conv_out",
+    )
+
     def model_info(self, model) -> dict:
-        inner = getattr(model, "inner", model)  # a precision wrapper holds the forecaster
+        inner = getattr(model, "inner", model)  # a whole-model precision wrapper holds the forecaster
         return {"sampling_steps": len(inner.timesteps)} if hasattr(inner, "timesteps") else {}
 
     def sampling_steps(self, model: DiffusionForecaster) -> int:

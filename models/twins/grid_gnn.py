@@ -261,6 +261,15 @@ class GridGNNTwin(TrainableTwin):
         dc = np.stack([ones, no_load_deg + np.degrees(theta)], axis=-1)
         return flat, dc
 
+    numerics_boundary = (
+        "input normalisation (inj_mean, inj_std), static node and edge features, output "
+        "de-normalisation (out_std, out_mean ~1.0 p.u.) and the residual stream between rounds"
+    )
+
+    # Each message-passing round is a unit: its residual add (h + update) stays fp32, as AMP keeps a
+    # residual stream in fp32 while the MLPs run in half precision.
+    core_units = ("encoder", "convs", "decoder")
+
     def prune_structured(self, model: GridGNN, ratio: float) -> None:
         """The hidden units of every MLP (Linear -> SiLU -> Linear); the node and edge state widths stay."""
         for seq in model.modules():

@@ -218,6 +218,10 @@ class SensorTransformer(TrainableTwin):
     def targets(self, split: str) -> np.ndarray:
         return self._windows(split)[1]
 
+    numerics_boundary = "the seasonal-naive slice of the input and the addition of the forecast correction to it"
+
+    core_units = ("model",)
+
     def prune_structured(self, model: PatchTSTForecaster, ratio: float) -> None:
         """Whole attention heads (their size is kept, so attention's scaling stays right) and FFN units,
         with Torch-Pruning, which follows the dependencies between layers."""
