@@ -40,7 +40,7 @@ from bench.validity import compute_precision, energy_floor, others_cpu_seconds, 
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
 from models.export import torch_predict_fn
-from models.fingerprint import weights_sha256
+from models.fingerprint import parameter_count, weights_sha256
 
 REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
 
@@ -127,7 +127,7 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
             inputs = twin.example_inputs(c.batch_size, plan.seed)
             flops[(c.variant.id, c.batch_size)] = flops_per_inference(copy.deepcopy(m), inputs)
         extra = dict(weights_sha256=weights[(c.variant.id, c.target)], flops_per_inference=flops[(c.variant.id, c.batch_size)],
-                     params=sum(t.numel() for t in m.parameters()),
+                     params=parameter_count(m),
                      model_info=model_info(twin, m, notes.get((c.variant.id, c.target), [])))  # fmt: skip
         records.append(_record(p, windows, reference.value, twin, shard, ctx, extra))
     return _against_own_reference(records, shard)

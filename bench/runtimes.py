@@ -17,6 +17,7 @@ import torch
 
 from models.errors import Unsupported
 from models.export import export_onnx
+from models.fingerprint import state_bytes
 from models.plugins import Registry, Requirements
 
 
@@ -107,7 +108,7 @@ def _torch_session(name: str, module, model: torch.nn.Module, ctx: RuntimeContex
 
         return step
 
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    size = state_bytes(model)
     return Session(
         name,
         ctx.device,

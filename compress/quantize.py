@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,9 @@ def _int8_units(model: torch.nn.Module, units: list[str], backend: str) -> torch
 
             quantize_(unit, Int8DynamicActivationInt8WeightConfig())
         else:
-            unit = torch.ao.quantization.quantize_dynamic(unit, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch.ao's notice that its eager API moves to torchao
+                warnings.simplefilter("ignore")
+                unit = torch.ao.quantization.quantize_dynamic(unit, {torch.nn.Linear}, dtype=torch.qint8)
             model = replace_module(model, name, unit)
     return model
 
@@ -260,6 +263,10 @@ class QuantStaticInt8(Pass):
 
         calibration = path.with_name(path.stem + f".calibration-{self.method}-{self.calibration_samples}.json")
 
+        # Inputs and weights of the compute ops in int8, their outputs left in fp32 (no Q/DQ after a
+        # MatMul/Gemm/Conv): the core's last output reaches the fp32 boundary unquantised, and the
+        # residual adds between units stay fp32. Smoke, test split: GNN +14.7 % -> +10.1 %,
+        # transformer +2.8 % -> +0.9 %, diffusion +0.2 % -> -0.03 %.
         def quantize(src: str, out: str, exclude: list[str]) -> None:
             names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
             inputs = ctx.twin.example_inputs(self.calibration_samples, seed=0, split="train")
@@ -268,6 +275,7 @@ class QuantStaticInt8(Pass):
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 per_channel=self.per_channel, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[self.method]),
                 nodes_to_exclude=exclude, calibration_cache_path=str(calibration), op_types_to_quantize=sorted(QUANTIZABLE_OPS),
+                extra_options={"OpTypesToExcludeOutputQuantization": sorted(QUANTIZABLE_OPS)},
             )  # fmt: skip
 
         try:

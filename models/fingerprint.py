@@ -50,3 +50,28 @@ def onnx_files(graph: Path) -> list[Path]:
     """An ONNX artifact's files: the graph and, where the exporter wrote one, its external data file."""
     data = graph.with_name(graph.name + ".data")
     return [graph, data] if data.is_file() else [graph]
+
+
+def state_tensors(model: torch.nn.Module):
+    """(name, tensor) of every tensor the model's state holds, including those packed in tuples
+    (torch's dynamic int8 Linear keeps its int8 weight and bias in `_packed_params`)."""
+
+    def walk(name: str, value):
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, tuple | list):
+            for i, v in enumerate(value):
+                yield from walk(f"{name}.{i}", v)
+
+    for name, value in model.state_dict().items():
+        yield from walk(name, value)
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for _, t in state_tensors(model))
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Trainable parameters, and the weights a quantized layer packs away from `parameters()`."""
+    packed = sum(t.numel() for name, t in state_tensors(model) if "_packed_params" in name)
+    return sum(p.numel() for p in model.parameters()) + packed

@@ -266,8 +266,11 @@ def test_startup_is_quiet_and_progress_is_line_by_line_off_a_terminal(tmp_path, 
     """Item 12: torchao's kernel-library warnings on every command, and no progress in a pipe."""
     from bench.suites import load_suite
 
-    # The plain int8 variant: building it imports torchao.
-    (int8,) = [v.id for v in load_suite("smoke").variants if [p.name for p in v.chain] == ["quant-dynamic-int8"]]
+    # The torchao int8 variant: building it imports torchao.
+    (int8,) = [
+        v.id for v in load_suite("smoke").variants
+        if [(p.name, getattr(p, "backend", None)) for p in v.chain] == [("quant-dynamic-int8", "torchao")]
+    ]  # fmt: skip
     argv = _cuda_graph_run(int8, tmp_path)
     done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
