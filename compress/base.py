@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -51,10 +52,18 @@ class PassContext:
 AUTO = "auto"  # a setting a budgeted pass searches for (prune ratio, sampling steps, rounds)
 
 
+def check_budget(value) -> None:
+    """`max_quality_loss_pct` must be None or a finite number in (0, 100]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"max_quality_loss_pct must be a finite number, got {value!r}")
+    if not 0 < value <= 100:
+        raise ValueError(f"max_quality_loss_pct must be in (0, 100], got {value}")
+
+
 def check_auto(value, name: str, budget) -> None:
     """`value` may be "auto" only with a budget to search against; the budget itself must be sane."""
-    from compress.budget import check_budget
-
     check_budget(budget)
     if isinstance(value, str) and value != AUTO:
         raise ValueError(f'{name} must be a number or "{AUTO}", got {value!r}')

@@ -34,16 +34,6 @@ from models.registry import PredictFn
 SEARCH_SPLIT = "val"  # the only split a search reads
 
 
-def check_budget(value) -> None:
-    """`max_quality_loss_pct` must be None or a finite number in (0, 100]."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"max_quality_loss_pct must be a finite number, got {value!r}")
-    if not 0 < value <= 100:
-        raise ValueError(f"max_quality_loss_pct must be in (0, 100], got {value}")
-
-
 def loss_pct(value: float, ref: float) -> float:
     """Quality loss in percent of the reference (metrics are lower-is-better): >= 0 is worse."""
     return 100.0 * (value - ref) / abs(ref) if ref else (0.0 if value == ref else math.inf)

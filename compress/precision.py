@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from compress.base import Pass, PassContext, register_pass
+from compress.base import Pass, PassContext, check_budget, register_pass
 from compress.boundary import WHOLE_MODEL, Cast, boundary_note, cast_units, torch_units
-from compress.budget import Search, cached_search, check_budget, keep_fp32
+from compress.budget import Search, cached_search, keep_fp32
 from models.export import torch_predict_fn
 from models.plugins import Requirements
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.base import Pass, PassContext, register_pass
+from compress.base import Pass, PassContext, check_budget, register_pass
 from compress.boundary import (
     QUANTIZABLE_OPS,
     boundary_nodes,
@@ -34,7 +34,7 @@ from compress.boundary import (
     replace_module,
     torch_units,
 )
-from compress.budget import Search, cached_search, check_budget, keep_fp32
+from compress.budget import Search, cached_search, keep_fp32
 from models.errors import Unsupported
 from models.export import ort_predict_fn, torch_predict_fn
 from models.plugins import Requirements

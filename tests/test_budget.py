@@ -258,7 +258,7 @@ def test_records_say_when_training_was_capped(gnn, tmp_path):
     from bench.records import Record, compression_summary, is_capped
 
     record = Record(
-        run_id="r", suite="s", twin="t", variant_id="v", variant_name="v", model_info={"compression": [note]}
+        run_id="r", suite="s", twin="t", grid="g", variant_id="v", variant_name="v", model_info={"compression": [note]}
     )
     assert is_capped(record) and "capped at 2 epochs" in compression_summary(record)
     assert json.dumps(note)  # JSON-serialisable, as records are
