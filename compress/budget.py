@@ -120,23 +120,62 @@ def search_path(twin, key: tuple, root: Path | None = None) -> Path:
     return (root or cache_root()) / "searches" / twin.name / twin.grid.grid / f"{digest}.json"
 
 
-def cached_search(twin, key: tuple, run: Callable[[], dict], log: Callable[[str], None]) -> dict:
+def cached_search(
+    twin, key: tuple, run: Callable[[], dict], log: Callable[[str], None], accept: Callable[[object], bool]
+) -> dict:
     """The outcome of a search: loaded if cached, else run and saved. Raises `Unsupported` for a
-    budget that nothing met (cached too: asking again gives the same answer without searching)."""
+    budget that nothing met (cached too: asking again gives the same answer without searching).
+    `accept(chosen)` says whether a cached choice is one this search could have made: anything
+    else (a damaged or edited file) is searched again and replaced."""
     path = search_path(twin, key)
-    outcome = None
-    if path.is_file():
-        try:
-            outcome = json.loads(path.read_text())
-            log(f"  search loaded from {path}")
-        except (OSError, ValueError):
-            outcome = None  # a damaged cache entry is searched again, then replaced
-    if not isinstance(outcome, dict) or "trace" not in outcome:
+    outcome = _load(path, accept)
+    if outcome is None:
         outcome = run()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(outcome, indent=1) + "\n")
-        os.replace(tmp, path)
+        _save(path, outcome, log)
+    else:
+        log(f"  search loaded from {path}")
     if outcome.get("unsupported"):
         raise Unsupported(outcome["unsupported"])
     return outcome
+
+
+def _load(path: Path, accept: Callable[[object], bool]) -> dict | None:
+    try:
+        outcome = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(outcome, dict) or not isinstance(outcome.get("trace"), list):
+        return None
+    if isinstance(outcome.get("unsupported"), str) and outcome.get("chosen") is None:
+        return outcome
+    return outcome if "unsupported" not in outcome and accept(outcome.get("chosen")) else None
+
+
+def _save(path: Path, outcome: dict, log: Callable[[str], None]) -> None:
+    """Written whole or not at all (a temporary file renamed over it); a cache that cannot be
+    written costs the next run a search, not this one its result."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(outcome, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log(f"  search outcome not cached ({path}: {e.strerror or e})")
+
+
+def kept_subset_of(parts: Iterable[str]) -> Callable[[object], bool]:
+    """`accept` for `keep_fp32`: a choice keeping some of `parts` in fp32."""
+    known = set(parts)
+
+    def accept(chosen) -> bool:
+        kept = chosen.get("kept_fp32") if isinstance(chosen, dict) else None
+        return isinstance(kept, list) and all(isinstance(k, str) for k in kept) and set(kept) <= known
+
+    return accept
+
+
+def one_of(settings: Iterable) -> Callable[[object], bool]:
+    """`accept` for `first_within` and the like: one of the settings the search tries."""
+    allowed = list(settings)
+    return lambda chosen: not isinstance(chosen, bool) and chosen in allowed

@@ -9,7 +9,7 @@ import torch
 
 from compress.base import Pass, PassContext, check_budget, register_pass
 from compress.boundary import WHOLE_MODEL, Cast, boundary_note, cast_units, torch_units
-from compress.budget import Search, cached_search, keep_fp32
+from compress.budget import Search, cached_search, keep_fp32, kept_subset_of
 from models.export import torch_predict_fn
 from models.plugins import Requirements
 
@@ -45,7 +45,11 @@ class Half(Pass):
         search = None
         if self.max_quality_loss_pct is not None:
             search = cached_search(
-                twin, ctx.cache_key(self, target=ctx.target), lambda: self._search(model, units, ctx), ctx.log
+                twin,
+                ctx.cache_key(self, target=ctx.target),
+                lambda: self._search(model, units, ctx),
+                ctx.log,
+                kept_subset_of(units),
             )
             kept = tuple(search["chosen"]["kept_fp32"])
         changed = [u for u in units if u not in kept]

@@ -10,7 +10,7 @@ import torch.nn.utils.prune  # a submodule torch does not import by itself
 
 from compress.base import AUTO, Pass, PassContext, Training, check_auto, check_epochs, register_pass, training_note
 from compress.boundary import boundary_note, torch_units
-from compress.budget import Search, cached_search, first_within
+from compress.budget import Search, cached_search, first_within, one_of
 from compress.distill import TEACHER_FORWARD
 from models.checkpoint import train_or_load_variant
 from models.errors import Unsupported
@@ -111,7 +111,7 @@ class PruneStructured(Pass):
             search = Search(twin, self.name, self.max_quality_loss_pct, torch_predict_fn(copy.deepcopy(model)), ctx.log)
             return first_within(search, ratios, predict_for)
 
-        search = cached_search(twin, ctx.cache_key(self), run, ctx.log)
+        search = cached_search(twin, ctx.cache_key(self), run, ctx.log, one_of(ratios))
         ratio = search["chosen"]
         pruned = built[ratio] if ratio in built else self._pruned(model, ratio, ctx)
         ctx.note(self, **self._training_note(twin), **boundary_note(twin, torch_units(twin, model)), search=search)

@@ -34,7 +34,7 @@ from compress.boundary import (
     replace_module,
     torch_units,
 )
-from compress.budget import Search, cached_search, keep_fp32
+from compress.budget import Search, cached_search, keep_fp32, kept_subset_of
 from models.errors import Unsupported
 from models.export import ort_predict_fn, torch_predict_fn
 from models.plugins import Requirements
@@ -86,7 +86,7 @@ class QuantDynamicInt8(Pass):
                     s, units, lambda k: torch_predict_fn(_int8_units(model, [u for u in units if u not in k], backend))
                 )
 
-            search = cached_search(twin, key, run, ctx.log)
+            search = cached_search(twin, key, run, ctx.log, kept_subset_of(units))
             kept = tuple(search["chosen"]["kept_fp32"])
         changed = [u for u in units if u not in kept]
         ctx.note(self, torch_backend=backend, **boundary_note(twin, changed, kept), **_search_note(search))
@@ -196,7 +196,7 @@ def quantize_onnx(
                 finally:
                     trial.unlink(missing_ok=True)
 
-            search = cached_search(twin, ctx.cache_key(p, target="onnx"), run, ctx.log)
+            search = cached_search(twin, ctx.cache_key(p, target="onnx"), run, ctx.log, kept_subset_of(groups))
             kept = frozenset(search["chosen"]["kept_fp32"])
         note = boundary_note(twin, [g for g in sorted(groups) if g not in kept], sorted(kept))
         ctx.note(p, **note, boundary_nodes_fp32=len(boundary), **_search_note(search))

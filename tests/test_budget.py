@@ -262,3 +262,36 @@ def test_records_say_when_training_was_capped(gnn, tmp_path):
     )
     assert is_capped(record) and "capped at 2 epochs" in compression_summary(record)
     assert json.dumps(note)  # JSON-serialisable, as records are
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json {",
+        json.dumps({"trace": [], "chosen": {"kept_fp32": ["no.such.unit"]}}),
+        json.dumps({"trace": [], "chosen": "everything"}),
+        json.dumps({"trace": [], "chosen": None, "unsupported": 5}),
+        json.dumps([1, 2]),
+        "a folder",
+    ],
+)
+def test_a_damaged_search_cache_is_searched_again(gnn, tmp_path, fresh_searches, damage):
+    twin, model = gnn
+    p = make_pass("half", dtype="bfloat16", max_quality_loss_pct=2)
+    logged: list[str] = []
+    ctx = PassContext(twin=twin, device="cpu", workdir=tmp_path, target="torch", log=logged.append)
+    p.apply(model, ctx)
+    first = ctx.notes[0]["search"]["chosen"]
+    path = budget.search_path(twin, ctx.cache_key(p, target="torch"))
+    assert path.is_file()
+    path.unlink()
+    if damage == "a folder":
+        path.mkdir()
+    else:
+        path.write_text(damage)
+    logged.clear()
+    again = PassContext(twin=twin, device="cpu", workdir=tmp_path, target="torch", log=logged.append)
+    p.apply(model, again)
+    assert again.notes[0]["search"]["chosen"] == first
+    assert any("search:" in line for line in logged)  # searched, not loaded
+    assert not any("loaded from" in line for line in logged)
