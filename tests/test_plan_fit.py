@@ -100,7 +100,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(empty_cache, tmp_path, capsy
     out = tmp_path / "runs"
     assert main(["run", "--suite", "smoke", "--twin", "grid-gnn", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for expected in ("cells: 92", "grid-gnn", "known to be unsupported", "shards:", "training to do: 6 of 6",
+    for expected in ("cells: 100", "grid-gnn", "known to be unsupported", "shards:", "training to do: 6 of 6",
                      "to train", "reference", "1 CPU worker", "8 CPU workers (Ray)", "measuring", "total"):  # fmt: skip
         assert expected in text, expected
     assert not out.exists()
