@@ -329,7 +329,7 @@ def _schedule(args: argparse.Namespace):
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from bench import compare
-    from bench.store import load_records
+    from bench.store import load_records, write_output
 
     base, _ = load_records(args.base)
     new, _ = load_records(args.new)
@@ -337,7 +337,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     text = compare.render(verdict, str(args.base), str(args.new), args.threshold_pct)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_output(args.out, text, starts_with=compare.HEADING)
     return verdict.exit_code
 
 
@@ -377,7 +377,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly suite, compare it with this device's committed baseline, write verdict.md."""
     from bench import compare
     from bench.runner import run
-    from bench.store import baseline_path, load_records
+    from bench.store import baseline_path, load_records, write_output
     from models.errors import InputError
 
     run_dir = run(args.suite, device=args.device, out=args.out)
@@ -389,7 +389,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
     base_records, _ = load_records(base)
     verdict = compare.compare(base_records, records, args.threshold_pct, args.quality_threshold_pct)
     text = compare.render(verdict, str(base), str(run_dir.path), args.threshold_pct)
-    (run_dir.path / "verdict.md").write_text(text)
+    write_output(run_dir.path / "verdict.md", text)
     print(text)
     return verdict.exit_code
 

@@ -112,10 +112,13 @@ def compare(
     return verdict
 
 
+HEADING = "# twinbench compare: "  # how a verdict begins: `compare --out` replaces only such a file
+
+
 def render(v: Verdict, base_name: str, new_name: str, threshold_pct: float) -> str:
     head = "REGRESSION" if v.regressions else "clean"
     lines = [
-        f"# twinbench compare: {head}",
+        f"{HEADING}{head}",
         "",
         f"base `{base_name}` vs new `{new_name}`: {v.compared} cells compared; a regression is > {threshold_pct:g} % "
         "worse with non-overlapping 95% CIs (energy, latency) or a quality change beyond float noise.",

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from bench.annual import NotProjectable, Schedule, project
 from bench.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.records import Record, compression_summary, is_capped
+from bench.store import write_output
 from bench.validity import describe_flags
 
 RUNTIME_COLOURS = {
@@ -364,5 +365,4 @@ def write(run_dir, metric: str | None = None, schedule: Schedule | None = None) 
         records, name = against_metric(records, metric), f"report-{metric_slug(metric)}.html"
         title += f", quality as {metric}"
     path = run_dir.path / name
-    path.write_text(render(records, run_dir.read_json("environment.json"), title, schedule))
-    return path
+    return write_output(path, render(records, run_dir.read_json("environment.json"), title, schedule))

@@ -309,8 +309,14 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
             f"the record of {r.variant_name} on {r.runtime} names no weights hash (written by an older "
             "twinbench): nothing can prove what it measured; re-run the suite to export it"
         )
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    staged = _stage_onnx(r, out, run_folder) if r.runtime == "onnxruntime" else _stage_torch(r, out, run_folder)
+    try:
+        staged = _stage_onnx(r, out, run_folder) if r.runtime == "onnxruntime" else _stage_torch(r, out, run_folder)
+    except BaseException:
+        if created and not any(out.iterdir()):  # a refused export leaves nothing behind
+            out.rmdir()
+        raise
     files = [tmp.replace(out / name) for tmp, name in staged]  # only verified files get their names
     card = {
         "twin": r.twin, "grid": r.grid, "variant_id": r.variant_id, "variant_name": r.variant_name,
@@ -372,8 +378,14 @@ def _stage_onnx(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Pat
         raise InputError(f"the record's artifact {r.artifact_path!r} lies outside its run folder {run_folder}: refused")
     if not src.is_file():
         raise InputError(f"the ONNX artifact {src} of this record no longer exists; re-run the suite")
+    files = onnx_files(src)
+    for f in files:  # the graph and its external data: real files of this run, none reached by a link
+        if f.is_symlink() or not f.resolve().is_relative_to(root):
+            raise InputError(
+                f"the record's artifact file {f} is a link or lies outside its run folder {run_folder}: refused"
+            )
     staged = []
-    for f in onnx_files(src):
+    for f in files:
         tmp = out / f".{f.name}.tmp"
         shutil.copyfile(f, tmp)
         staged.append((tmp, f.name))

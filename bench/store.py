@@ -128,6 +128,34 @@ class RunDir:
         return read_records(self.records_path) if self.records_path.exists() else []
 
 
+def write_output(path: Path, text: str, starts_with: str | None = None) -> Path:
+    """Write `text` to `path` whole or not at all (a temporary file beside it, then a rename: a full
+    disk leaves the old file, never half a new one). An existing file is replaced only if twinbench
+    wrote it: a file of twinbench's own name in its own folder (starts_with None), or one whose text
+    begins with `starts_with` (e.g. a verdict's heading); anything else is refused, so an `--out`
+    can never overwrite a run's records."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    if starts_with is not None and path.exists():
+        try:
+            with open(path, encoding="utf-8") as f:
+                ours = f.read(len(starts_with)) == starts_with
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise InputError(
+                f"{path} exists and twinbench did not write it: refusing to replace it; choose another file"
+            )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
 def read_records(path: Path) -> list[Record]:
     """Every record of a records.jsonl file, strictly: a line that is not a valid record, and a last
     line cut by an interrupted write, are errors that name the line (every command reads this way)."""

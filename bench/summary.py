@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
 from bench.records import Record, compression_summary, is_capped
+from bench.store import write_output
 from bench.validity import describe_flags
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -98,5 +99,5 @@ def write(run_dir, metric: str | None = None) -> str:
     if metric is not None:
         records, name = against_metric(records, metric), f"summary-{metric_slug(metric)}.md"
     text = render(records, run_dir.read_json("environment.json"), title=f"run {run_dir.path.name}")
-    (run_dir.path / name).write_text(text)
+    write_output(run_dir.path / name, text)
     return text

@@ -141,7 +141,7 @@ def test_export_refuses_a_non_empty_folder_and_paths_outside_the_run(tmp_path):
         sel = select([replace(chosen, artifact_path=hostile)], "grid-gnn", Constraints(max_quality_loss_pct=5))
         with pytest.raises(InputError, match="outside its run folder"):
             export(sel, tmp_path / "out", {}, run_path)
-    assert not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # a refused export leaves no folder behind
     with pytest.raises(InputError, match="needs the run folder"):  # a baseline file has no artifacts
         export(sel, tmp_path / "out", {}, None)
     with pytest.raises(InputError, match="is a file"):
@@ -278,3 +278,20 @@ def test_startup_is_quiet_and_progress_is_line_by_line_off_a_terminal(tmp_path, 
         assert noise not in done.stderr, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("[")]
     assert lines and "elapsed, eta" in lines[-1] and lines[-1].startswith("[4/4]"), done.stderr
+
+
+def test_compare_out_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    """Issue 23 item 3: `compare A B --out B/records.jsonl` wrote the verdict over B's records."""
+    a = _write_run(tmp_path, "a", RECORDS)
+    b = _write_run(tmp_path, "b", RECORDS)
+    records = (b / "records.jsonl").read_bytes()
+    assert main(["compare", str(a), str(b), "--out", str(b / "records.jsonl")]) == 2
+    assert "twinbench did not write it" in capsys.readouterr().err
+    assert (b / "records.jsonl").read_bytes() == records
+    verdict = tmp_path / "verdict.md"
+    assert main(["compare", str(a), str(b), "--out", str(verdict)]) == 0
+    assert main(["compare", str(a), str(b), "--out", str(verdict)]) == 0  # its own verdict: replaced
+    assert verdict.read_text().startswith("# twinbench compare: ")
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path)]) == 2  # a folder
+    assert main(["report", str(b)]) == 0  # the run is intact
+    assert not list(b.glob(".*.tmp"))  # atomic writes leave no temporary files

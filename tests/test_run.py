@@ -253,7 +253,7 @@ def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, 
     artifact.write_bytes(artifact.read_bytes()[:-8] + b"\0" * 8)  # changed after the run
     assert main([*argv, str(tmp_path / "tampered")]) == 2
     assert "not the artifact this record measured" in capsys.readouterr().err
-    assert list((tmp_path / "tampered").iterdir()) == []
+    assert not (tmp_path / "tampered").exists()
 
     pruned = [r for r in records if r.status == "ok" and r.runtime == "torch-eager"
               and [s["pass"] for s in r.lineage] == ["prune-structured"]]  # fmt: skip
@@ -261,4 +261,33 @@ def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, 
     sel = select([other], "grid-gnn", Constraints(max_quality_loss_pct=1e9))
     with pytest.raises(InputError, match="not the ones this record measured"):
         export(sel, tmp_path / "retrained", {}, moved)
-    assert list((tmp_path / "retrained").iterdir()) == []
+    assert not (tmp_path / "retrained").exists()
+
+
+def test_export_refuses_a_linked_external_data_file(matrix_run, tmp_path):
+    """Issue 23 item 1: the graph's external-data file replaced by a link to a file outside the run,
+    with the very same bytes (so every hash matches): refused with exit 2, nothing written."""
+    from bench.store import load_records
+
+    _, paths = matrix_run
+    moved = tmp_path / "moved" / paths[0].name
+    shutil.copytree(paths[0], moved)
+    records, _ = load_records(moved)
+    onnx = [r for r in records if r.status == "ok" and r.runtime == "onnxruntime" and r.batch_size == 32]
+    linked = [r for r in onnx if len(onnx_files(moved / r.artifact_path)) == 2]
+    assert linked, "the exporter wrote no external-data file for any ONNX cell"
+    data = onnx_files(moved / linked[0].artifact_path)[1]
+    outside = tmp_path / "outside.data"
+    outside.write_bytes(data.read_bytes())
+    for r in linked:  # every cell sharing the file sees the link
+        d = onnx_files(moved / r.artifact_path)[1]
+        if not d.is_symlink():
+            d.unlink()
+            d.symlink_to(outside)
+    from bench.select import Constraints, export, select
+    from models.errors import InputError
+
+    sel = select([linked[0]], linked[0].twin, Constraints(max_quality_loss_pct=1e9))
+    with pytest.raises(InputError, match="is a link or lies outside its run folder"):
+        export(sel, tmp_path / "out", {}, moved)
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
