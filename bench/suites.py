@@ -3,6 +3,7 @@ under bench/suites/, by name, or a user's own file, by path."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -27,14 +28,39 @@ class MeasureConfig:
     runtimes: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0:
-            raise ConfigError(f"window_s must be > 0, got {self.window_s}")
-        if self.repetitions < 3:
-            raise ConfigError(f"repetitions must be >= 3 (the protocol needs a spread), got {self.repetitions}")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ConfigError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
-        if not self.runtimes:
-            raise ConfigError("runtimes must not be empty")
+        # Exact types and bounds, each with its reason: a value that passes here is measured, and a
+        # record that cannot be read back must never be written (a float batch size poisoned a run).
+        # window_s: a window longer than an hour is a typo (a GPU needs >= 5 s, inf hung the run).
+        if not _is_number(self.window_s) or not 0 < self.window_s <= MAX_WINDOW_S:
+            raise ConfigError(f"window_s must be a number of seconds in (0, {MAX_WINDOW_S}], got {self.window_s!r}")
+        object.__setattr__(self, "window_s", float(self.window_s))
+        # repetitions: the protocol needs a spread (>= 3); beyond 1,000 a run never ends.
+        if not _is_int(self.repetitions) or not 3 <= self.repetitions <= MAX_REPETITIONS:
+            raise ConfigError(
+                f"repetitions must be a whole number from 3 (the protocol needs a spread) to {MAX_REPETITIONS}, "
+                f"got {self.repetitions!r}"
+            )
+        # batch sizes: the exported graphs' dynamic batch axis ends at 65,536 (models/export.py).
+        if not self.batch_sizes or not all(_is_int(b) and 1 <= b <= MAX_BATCH for b in self.batch_sizes):
+            raise ConfigError(
+                f"batch_sizes must be whole numbers from 1 to {MAX_BATCH}, got {list(self.batch_sizes)!r}"
+            )
+        if not self.runtimes or not all(isinstance(r, str) for r in self.runtimes):
+            raise ConfigError(f"runtimes must be a non-empty list of runtime names, got {list(self.runtimes)!r}")
+
+
+MAX_WINDOW_S = 3600.0
+MAX_REPETITIONS = 1000
+MAX_BATCH = 1 << 16
+MAX_DESCRIPTION = 2000  # characters: a description is a line or a paragraph, not a file
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,10 @@ class Suite:
     grid_sources: tuple[GridSource, ...] = ()  # what the user grids among `grids` are built from
 
     def __post_init__(self) -> None:
+        if not isinstance(self.description, str) or len(self.description) > MAX_DESCRIPTION:
+            raise ConfigError(f"suite {self.name}: description must be text of at most {MAX_DESCRIPTION} characters")
+        if not all(isinstance(t, str) for t in self.twins):
+            raise ConfigError(f"suite {self.name}: twins must be names, got {list(self.twins)!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"suite {self.name}: device must be one of {DEVICES}, got {self.device!r}")
         if self.model_size not in MODEL_SIZES:
@@ -119,8 +149,8 @@ def load_suite(name: str | Path) -> Suite:
             grids=tuple(s.name for s in sources),
             twins=tuple(raw.pop("twins")),
             measure=MeasureConfig(
-                window_s=float(measure.pop("window_s")),
-                repetitions=int(measure.pop("repetitions")),
+                window_s=measure.pop("window_s"),
+                repetitions=measure.pop("repetitions"),
                 batch_sizes=tuple(measure.pop("batch_sizes")),
                 runtimes=tuple(measure.pop("runtimes")),
             ),

@@ -92,7 +92,11 @@ def test_good_suite_file_loads(tmp_path, monkeypatch):
             ConfigError,
             r"unknown keys \['measure.repetition'\]",
         ),
-        (GOOD_SUITE.replace("repetitions = 3", "repetitions = 1"), ConfigError, "repetitions must be >= 3"),
+        (
+            GOOD_SUITE.replace("repetitions = 3", "repetitions = 1"),
+            ConfigError,
+            "repetitions must be a whole number from 3",
+        ),
         (GOOD_SUITE.replace('device = "cpu"', 'device = "tpu"'), ConfigError, "device must be one of"),
         (GOOD_SUITE.replace('description = "test"', ""), ConfigError, "missing key 'description'"),
         (GOOD_SUITE + "[[[", ConfigError, "invalid TOML"),

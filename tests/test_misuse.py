@@ -295,3 +295,49 @@ def test_compare_out_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(tmp_path)]) == 2  # a folder
     assert main(["report", str(b)]) == 0  # the run is intact
     assert not list(b.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+SUITE_FILE = """description = {description}
+device = "cpu"
+model_size = "smoke"
+grids = ["1-LV-rural1--2-sw"]
+twins = ["grid-gnn"]
+[measure]
+window_s = {window_s}
+repetitions = {repetitions}
+batch_sizes = {batch_sizes}
+runtimes = ["torch-eager"]
+"""
+SANE = {"description": '"ok"', "window_s": "0.2", "repetitions": "3", "batch_sizes": "[1]"}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("batch_sizes", "[1.5]", "batch_sizes must be whole numbers"),
+        ("batch_sizes", "[true]", "batch_sizes must be whole numbers"),
+        ("batch_sizes", "[1000000]", "batch_sizes must be whole numbers from 1 to 65536"),
+        ("batch_sizes", "[]", "batch_sizes must be whole numbers"),
+        ("repetitions", "3.7", "repetitions must be a whole number"),
+        ("repetitions", "true", "repetitions must be a whole number"),
+        ("repetitions", "1000000", "repetitions must be a whole number from 3"),
+        ("window_s", "inf", "window_s must be a number of seconds"),
+        ("window_s", "nan", "window_s must be a number of seconds"),
+        ("window_s", "1e400", "window_s must be a number of seconds"),
+        ("window_s", "86400", "window_s must be a number of seconds in (0, 3600.0]"),
+        ("window_s", '"5"', "window_s must be a number of seconds"),
+        ("description", "42", "description must be text"),
+    ],
+)
+def test_suite_values_are_exact_and_bounded(tmp_path, capsys, field, value, message):
+    """Issue 23 items 4 and 5: a float or bool batch size was measured and poisoned the run folder;
+    repetitions = 3.7 became 3; description = 42 passed; window_s = inf hung the run."""
+    path = tmp_path / "bad.toml"
+    path.write_text(SUITE_FILE.format(**{**SANE, field: value}))
+    out = tmp_path / "runs"
+    assert main(["run", "--suite", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # refused before any run folder exists
+    path.write_text(SUITE_FILE.format(**SANE))  # the control: the same file with sane values loads
+    assert main(["run", "--suite", str(path), "--dry-run"]) == 0

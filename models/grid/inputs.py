@@ -25,6 +25,8 @@ simbench and pandapower are imported inside the functions: slow to import, absen
 from __future__ import annotations
 
 import csv
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,29 @@ COLUMN = re.compile(r"^(load|sgen|storage):(-?\d+):(p_mw|q_mvar)$")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 NET_FILE = "a pandapower network file (pandapower.to_json(net, 'net.json'))"
 PROFILES_FILE = "a CSV (or Parquet) file of element profiles"
+
+# What a grid file may name in its `_module`/`_class` keys (see check_net_json): the types
+# pandapower.to_json writes. Any module of pandapower itself (any public class: its controllers,
+# characteristics, data sources, enums, the net); of other libraries only these modules, with the
+# classes pandapower writes and decodes for them (found by saving SimBench and pandapower nets,
+# with controllers, data sources, characteristics, graphs and numpy/pandas/builtins values).
+NET_FILE_CLASSES = {
+    "builtins": frozenset({"tuple", "set", "frozenset", "complex"}),  # pandapower's own safe builtins
+    "numpy": frozenset({"array", "bool"})
+    | {n for n, v in vars(np).items() if isinstance(v, type) and issubclass(v, np.generic)},
+    "pandas": frozenset(
+        {"DataFrame", "Series", "Index", "RangeIndex", "MultiIndex", "DatetimeIndex", "CategoricalIndex"}
+        | {"IntervalIndex", "PeriodIndex", "TimedeltaIndex"}
+    ),
+    "pandas.core.frame": frozenset({"DataFrame"}),
+    "pandas.core.series": frozenset({"Series"}),
+    "networkx": frozenset({"MultiGraph"}),
+    "shapely": frozenset({"Point", "LineString", "Polygon"}),
+    "geopandas.geodataframe": frozenset({"GeoDataFrame"}),
+}
+NET_FILE_MAX_BYTES = 512 * 2**20  # SimBench's largest single-level net with a year of profiles: ~80 MB
+NET_FILE_MAX_DEPTH = 64  # nesting, embedded JSON strings included; pandapower's nets: at most ~20
+_PUBLIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -73,14 +98,19 @@ def load_simbench_net(grid: str):
 def read_net_file(path: Path, given: str):
     """A user's pandapower network from its JSON file (`pandapower.to_json`)."""
     _check_file(path, given, NET_FILE)
-    import pandapower as pp
-
+    if (size := path.stat().st_size) > NET_FILE_MAX_BYTES:
+        raise DataError(f"{given} is refused: {size:,} bytes, more than a grid file may have ({NET_FILE_MAX_BYTES:,})")
     try:
-        net = pp.from_json(str(path))
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
             f"{given} is not a pandapower network file: not text (JSON), {e.reason} at byte {e.start}"
         ) from e
+    check_net_json(text, given)  # before pandapower is imported: see there
+    import pandapower as pp
+
+    try:
+        net = pp.from_json(io.StringIO(text))  # the text checked, not the file again (it may have changed)
     except Exception as e:  # pandapower raises UserWarning, AttributeError, ... for what it cannot read
         what = "not JSON" if "json" in str(e).lower() else "JSON, but not a pandapower network"
         raise DataError(
@@ -90,6 +120,76 @@ def read_net_file(path: Path, given: str):
     if not isinstance(net, pp.pandapowerNet) or not len(net.bus):
         raise DataError(f"{given} is not a pandapower network file, or holds a net without buses")
     return net
+
+
+def check_net_json(text: str, given: str) -> None:
+    """Refuse (DataError) a grid file that names a module or class outside NET_FILE_CLASSES, or
+    that is nested too deeply, before anything reads it as a net.
+
+    Why: pandapower.from_json imports whatever module a `_module` key names and looks up its `_class`,
+    at any depth, and also inside the JSON strings it keeps DataFrames, controllers and
+    characteristics in. A file with `{"_module": "this", ...}` imports `this` (and runs its code)
+    before pandapower finds it is no net. So the whole file is walked, iteratively (a deep file is
+    refused, not a RecursionError), and every string that pandapower may decode as JSON is decoded
+    too. A string without `_module`, `_class` or a backslash cannot hold either key however often it
+    is decoded, so it is skipped: the profile tables, most of a net, are not decoded twice."""
+
+    def refuse(why: str) -> DataError:
+        return DataError(f"{given} is refused: {why}; save the net with pandapower.to_json(net, 'net.json')")
+
+    try:
+        stack, budget = [(json.loads(text), 1)], 4 * len(text)  # budget: characters of embedded JSON
+    except RecursionError as e:
+        raise refuse(f"JSON nested more than {NET_FILE_MAX_DEPTH} levels deep") from e
+    except ValueError as e:
+        raise DataError(
+            f"{given} is not a pandapower network file: not JSON ({e}); save a net with pandapower.to_json(net, 'net.json')"
+        ) from e
+    while stack:
+        item, depth = stack.pop()
+        if depth > NET_FILE_MAX_DEPTH:
+            raise refuse(f"JSON nested more than {NET_FILE_MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            if "_module" in item or "_class" in item:
+                module, cls = item.get("_module", ""), item.get("_class", "")
+                if not isinstance(module, str) or not isinstance(cls, str):
+                    raise refuse(
+                        f"it holds a _module/_class that is not a name ({str(module)[:60]!r}, {str(cls)[:60]!r})"
+                    )
+                parts = module.split(".")
+                if parts[0] == "pandapower":
+                    allowed = all(map(_PUBLIC_NAME.match, parts)) and _PUBLIC_NAME.match(cls)
+                else:
+                    allowed = cls in NET_FILE_CLASSES.get(module, ())
+                if not allowed:
+                    raise refuse(
+                        f"it names Python module {module[:80]!r} (class {cls[:80]!r}), which pandapower would import; "
+                        "a grid file may name only pandapower and the pandas, numpy, builtins, networkx, shapely "
+                        "and geopandas types pandapower writes"
+                    )
+                obj = item.get("_object")  # pandapower hands a DataFrame's absolute *.json path to pandas
+                if parts[0] == "pandas" and isinstance(obj, str) and obj.lstrip()[:1] not in ("{", "["):
+                    raise refuse(f"its {cls} is {obj[:80]!r}, not embedded JSON: pandas would read another file")
+            children = [*item, *item.values()]
+        elif isinstance(item, list):
+            children = item
+        elif (
+            isinstance(item, str)
+            and item.lstrip()[:1] in ("{", "[")
+            and ("_module" in item or "_class" in item or "\\" in item)
+        ):
+            budget -= len(item)
+            if budget < 0:
+                raise refuse("it embeds more JSON than a pandapower net does")
+            try:
+                children = [json.loads(item)]
+            except RecursionError as e:
+                raise refuse(f"JSON nested more than {NET_FILE_MAX_DEPTH} levels deep") from e
+            except ValueError as e:  # pandas' parser may read what json does not: unchecked, refused
+                raise refuse(f"it embeds JSON that cannot be checked ({e})") from e
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | str))
 
 
 def net_profiles(net, what: str) -> ElementSeries:
