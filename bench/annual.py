@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,24 +75,32 @@ def _units() -> pint.UnitRegistry:
     return units
 
 
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d{1,3}))?"
+# "N / [M] unit", "N per [M] unit" or "N Hz": a grammar, never an expression for pint to evaluate
+# ("10**10**10/s" made pint compute a number with ten billion digits).
+_RATE = re.compile(rf"\s*{_NUMBER}\s*(?:(?:/|per\b)\s*(?:{_NUMBER}\s*)?([A-Za-z]+)|([Hh]z))\s*")
+MAX_RATE_TEXT = 64  # characters: "2.5 per 15 minutes" is 18
+
+
 def parse_rate(text: str) -> float:
     """Inferences per second from "N/unit" text: "1/min", "96/day", "10/s", "2.5 / hour", "3/week",
-    "1000/year", "1 per minute", "10 Hz". One "/" splits count from period, so "1/15min" and
-    "1 / 1.5 h" read as one per 15 minutes and one per 1.5 hours. Units are pint's (s, min, h, hour,
-    day, week, year, ...). Anything else, or a rate that is not finite and > 0, is a ConfigError."""
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"rate {text!r}: expected inferences per time, e.g. '1/min', '96/day', '10/s'")
-    units = _units()
-    try:
-        if text.count("/") == 1 and "(" not in text:
-            count, period = text.split("/")
-            quantity = units.parse_expression(count) / units.parse_expression(period)
-        else:
-            quantity = units.parse_expression(text)
-        per_s = float(units.Quantity(quantity).to("1/s").magnitude)
-    except Exception as e:  # pint raises many types on user text (undefined unit, syntax, 1/0, dimension)
+    "1000/year", "1 per minute", "10 Hz", and "1/15min" or "1 / 1.5 h" (one per 15 minutes, per 1.5
+    hours). A unit is one of pint's names (s, min, h, hour, day, week, year, ...). Anything else,
+    longer than MAX_RATE_TEXT, or a rate that is not finite and > 0, is a ConfigError."""
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_RATE_TEXT:
         raise ConfigError(
-            f"rate {text!r} is not inferences per time ({type(e).__name__}: {e}); write e.g. '1/min', '96/day', '10/s'"
+            f"rate {str(text)[:MAX_RATE_TEXT]!r}: expected inferences per time, e.g. '1/min', '96/day', '10/s'"
+        )
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"rate {text!r} is not inferences per time; write e.g. '1/min', '96/day', '10/s', '10 Hz'")
+    count, count_exp, per, per_exp, unit, hertz = match.groups()
+    try:
+        period_s = 1.0 if hertz else float(_units().Quantity(1, unit).to("s").magnitude)  # one unit name
+        per_s = float(f"{count}e{count_exp or 0}") / (float(f"{per or 1}e{per_exp or 0}") * period_s)
+    except Exception as e:  # pint: an undefined unit, or one that is not a time
+        raise ConfigError(
+            f"rate {text!r} is not inferences per time ({type(e).__name__}: {e}); write e.g. '1/min'"
         ) from e
     if not math.isfinite(per_s) or per_s <= 0:
         raise ConfigError(f"rate {text!r} must be a finite number of inferences > 0 per time, got {per_s:g}/s")

@@ -6,11 +6,25 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from models.errors import ConfigError, TwinbenchError
+
+# C0 and C1 control characters but newline and tab: record fields come from files, and an escape
+# sequence printed raw can rewrite the user's terminal (issue 23 item 9).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character but newline and tab shown as a visible escape (\\x1b)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _say(text: str) -> None:
+    print(terminal_safe(text))
 
 
 def _number(kind: type = float, low: float | None = None, high: float | None = None, above: float | None = None):
@@ -250,13 +264,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from bench.estimate import DOES_NOT_FIT
     from bench.progress import RunProgress
     from bench.runner import dry_run, run
 
     if args.dry_run:
-        print(dry_run(args.suite, device=args.device, twin=args.twin, grid=_chosen_grid(args), runtime=args.runtime,
-                      threads=args.threads, resume=args.resume, variants=args.variant, shard_size=args.shard_size,
-                      max_minutes=args.max_minutes))  # fmt: skip
+        text = dry_run(args.suite, device=args.device, twin=args.twin, grid=_chosen_grid(args), runtime=args.runtime,
+                       threads=args.threads, resume=args.resume, variants=args.variant, shard_size=args.shard_size,
+                       max_minutes=args.max_minutes)  # fmt: skip
+        print(text)
+        if args.max_minutes is not None and f"{DOES_NOT_FIT} in --max-minutes" in text:
+            print(
+                f"error: the plan does not fit --max-minutes {args.max_minutes:g}: `run` would refuse it",
+                file=sys.stderr,
+            )
+            return 1  # as the run itself (a Verdict)
         return 0
     console = Console(stderr=True)
     with RunProgress(console) as progress:
@@ -268,10 +290,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 executor=args.executor, ray_address=args.ray_address, shard_size=args.shard_size,
                 log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress,
             )  # fmt: skip
-        except KeyboardInterrupt:
-            console.print("interrupted: finished cells are in records.jsonl; continue with twinbench run --resume RUN")
+        except KeyboardInterrupt as e:
+            folder = getattr(e, "path", None)  # bench.runner.RunInterrupted, once the run folder exists
+            where = f"{folder}/records.jsonl" if folder else "records.jsonl"
+            console.print(
+                f"interrupted: finished cells are in {where}; continue with twinbench run --resume {folder or 'RUN'}",
+                highlight=False, markup=False, soft_wrap=True,
+            )  # fmt: skip
             return 130
-    print((run_dir.path / "summary.md").read_text())
+    _say((run_dir.path / "summary.md").read_text())
     print(f"records: {run_dir.records_path}")
     return 0
 
@@ -284,7 +311,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(args.run)
     if not run_dir.records():
         raise InputError(f"{args.run} holds no records yet")
-    print(summary.write(run_dir, args.metric))
+    _say(summary.write(run_dir, args.metric))
     print(f"report: {report.write(run_dir, args.metric, _schedule(args))}")
     return 0
 
@@ -305,7 +332,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         objective=args.objective, where=tuple(select.Where.parse(w) for w in args.where or ()),
     )  # fmt: skip
     chosen = select.select(records, args.twin, constraints, _schedule(args))
-    print(select.render(chosen))
+    _say(select.render(chosen))
     if args.export:
         for path in select.export(chosen, args.export, env, run_folder, force=args.force):
             print(f"exported: {path}")
@@ -335,7 +362,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     new, _ = load_records(args.new)
     verdict = compare.compare(base, new, args.threshold_pct, args.quality_threshold_pct)
     text = compare.render(verdict, str(args.base), str(args.new), args.threshold_pct)
-    print(text)
+    _say(text)
     if args.out:
         write_output(args.out, text, starts_with=compare.HEADING)
     return verdict.exit_code
@@ -368,7 +395,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
             f"{r.energy_j_per_inference:.4g} [{r.energy_ci95_low:.4g}, {r.energy_ci95_high:.4g}]")  # fmt: skip
         quality = "-" if r.quality_value is None else f"{r.quality_value:.4g}"
         p50 = "-" if r.latency_ms_p50 is None else f"{r.latency_ms_p50:.3g}"
-        print(f"| {r.run_id} | {r.variant_name} | {r.runtime} | {r.batch_size} | {r.status} | {quality} | {energy} "
+        _say(f"| {r.run_id} | {r.variant_name} | {r.runtime} | {r.batch_size} | {r.status} | {quality} | {energy} "
               f"| {r.energy_source} | {p50} |")  # fmt: skip
     return 0
 
@@ -390,7 +417,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
     verdict = compare.compare(base_records, records, args.threshold_pct, args.quality_threshold_pct)
     text = compare.render(verdict, str(base), str(run_dir.path), args.threshold_pct)
     write_output(run_dir.path / "verdict.md", text)
-    print(text)
+    _say(text)
     return verdict.exit_code
 
 

@@ -40,6 +40,7 @@ from models.grid.cache import cache_root, load_grid
 from models.registry import TrainableTwin, get_twin
 
 DRY_RUN_WORKERS = (1, 8)
+DOES_NOT_FIT = "does not fit"  # a dry run saying so exits 1, as the run it describes would
 RAY_SHARD_SIZE = 4  # the runner's default shard size on several workers (runner._default_shard_size)
 
 
@@ -270,7 +271,7 @@ def describe(
     if needs.unknown:
         lines.append(f"  plus {len(needs.unknown)} training(s) of unknown length (counted as 0)")
     if max_minutes is not None:
-        verdict = "fits" if single.total_s <= 60 * max_minutes else "does not fit"
+        verdict = "fits" if single.total_s <= 60 * max_minutes else DOES_NOT_FIT
         lines.append(f"  on {one} {unit}: {verdict} in --max-minutes {max_minutes:g}")
     lines.append(
         f"  measuring: each cell {plan.window_s:g} s x (2 + {plan.repetitions}) windows + ~{SETUP_S_PER_CELL:g} s of setup, "

@@ -66,7 +66,8 @@ def run(
             with _executor(executor, plan.device, ray_address, log) as ex:
                 todo = [c for c in plan.cells() if c.key not in done]
                 shards = _shards(plan, todo, ex, shard_size, max_minutes, log)
-                _measure(run_dir, plan, saved["run_id"], ex, shards, log, progress)
+                with _names_folder_when_interrupted(run_dir):
+                    _measure(run_dir, plan, saved["run_id"], ex, shards, log, progress)
         return run_dir
     if suite_name is None:
         raise ConfigError("give --suite (or --resume RUN)")
@@ -80,12 +81,31 @@ def run(
         shards = _shards(plan, plan.cells(), ex, shard_size, max_minutes, log)  # refusals come before any folder
         run_id = new_run_id(plan.suite)
         run_dir = RunDir.create(root, run_id)
-        with run_dir.lock():
+        log(f"run folder: {run_dir.path}")
+        with run_dir.lock(), _names_folder_when_interrupted(run_dir):
             run_dir.write_json(
                 "plan.json", {"run_id": run_id, **plan.to_dict(), "cells": [c.key for c in plan.cells()]}
             )
             _measure(run_dir, plan, run_id, ex, shards, log, progress)
     return run_dir
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, naming the run folder that `--resume` continues."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+@contextmanager
+def _names_folder_when_interrupted(run_dir: RunDir) -> Iterator[None]:
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir.path) from None
 
 
 @contextmanager

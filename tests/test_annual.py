@@ -171,7 +171,12 @@ def test_a_year_is_365_days_in_parsing_and_projection_alike():
 
 
 @pytest.mark.parametrize(
-    "text", ["fast", "0/min", "-1/s", "nan/min", "inf/min", "1/kg", "", "   ", "10", "1/0min", None]
+    "text",
+    [
+        *["fast", "0/min", "-1/s", "nan/min", "inf/min", "1/kg", "", "   ", "10", "1/0min", None],
+        # issue 23 item 5: pint evaluated expressions ("10**10**10/s" hung); a grammar, a length cap
+        *["10**10**10/s", "1/ms*1e9", "9" * 70 + "/s", "1e999/s", "(1)/s", "1/s/s"],
+    ],
 )
 def test_parse_rate_refuses_bad_input(text):
     with pytest.raises(ConfigError, match="rate"):

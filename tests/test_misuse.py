@@ -341,3 +341,33 @@ def test_suite_values_are_exact_and_bounded(tmp_path, capsys, field, value, mess
     assert not out.exists()  # refused before any run folder exists
     path.write_text(SUITE_FILE.format(**SANE))  # the control: the same file with sane values loads
     assert main(["run", "--suite", str(path), "--dry-run"]) == 0
+
+
+def test_ctrl_c_names_the_folder_to_resume(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 10: the interrupt message said `--resume RUN` without naming the folder."""
+    from bench import runner
+
+    folder = tmp_path / "runs" / "20261207T000000Z-smoke-abcdef"
+
+    def interrupted(*args, **kwargs):
+        raise runner.RunInterrupted(folder)
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    assert main(["run", "--suite", "smoke"]) == 130
+    err = capsys.readouterr().err
+    assert f"--resume {folder}" in err and f"{folder}/records.jsonl" in err
+
+
+def test_escape_sequences_in_records_never_reach_the_terminal(tmp_path, capsys):
+    """Issue 23 item 9: `select` printed record text raw; a crafted record could rewrite the terminal."""
+    hostile = [replace(r, variant_name=r.variant_name + "\x1b]0;pwned\x07\x1b[2J\x9b31m") for r in RECORDS]
+    run_path = _write_run(tmp_path, "hostile", hostile)
+    for argv in (
+        ["select", "--run", str(run_path), "--twin", "grid-gnn", "--max-quality-loss-pct", "1000"],
+        ["compare", str(run_path), str(run_path)],
+        ["report", str(run_path)],
+    ):
+        assert main(argv) in (0, 1), argv
+        out = capsys.readouterr().out
+        assert "pwned" in out or argv[0] != "select"  # the text is shown...
+        assert not any(c in out for c in "\x1b\x07\x9b"), argv  # ...with its control characters escaped

@@ -151,6 +151,10 @@ def test_max_minutes_counts_training(empty_cache, fake_training, tmp_path, capsy
     err = capsys.readouterr().err
     assert "more than --max-minutes 1" in err and "training" in err
     assert not out.exists()
+    # Its dry run says the same with the same exit code (issue 23 item 7: it exited 0).
+    assert main([*argv, "--max-minutes", "1", "--dry-run"]) == 1
+    assert "does not fit --max-minutes 1" in capsys.readouterr().err
+    assert main([*argv, "--max-minutes", "100", "--dry-run"]) == 0
     # Once the reference is cached the same plan fits.
     train_or_load(GridGNNTwin(load_grid(SMOKE_GRID), GridGNNTwin.config_for("smoke")), log=lambda m: None)
     plan = make_plan(load_suite("smoke"), "cpu", "grid-gnn", "torch-eager", 1, ["reference"])

@@ -25,9 +25,10 @@ def smoke_run(tmp_path_factory, smoke_grid):
         if what.startswith("done") and "sensor-transformer" in what:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):  # the reference only: the variant matrix is tested below
+    with pytest.raises(KeyboardInterrupt) as caught:  # the reference only: the variant matrix is tested below
         run("smoke", out=out, variants=["reference"], log=lambda m: None, progress=interrupt_after_first_twin)
     (path,) = run_folders(out)
+    assert caught.value.path == path  # the interrupt names the folder to --resume (issue 23 item 10)
     after_interrupt = RunDir.open(path).records()
     run(resume=path, log=lambda m: None)
     return path, after_interrupt
