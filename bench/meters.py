@@ -105,7 +105,7 @@ class Meter:
         return {}
 
 
-METERS: Registry[type[Meter]] = Registry("meter", "twinbench.meters")
+METERS: Registry[type[Meter]] = Registry("meter", "twinbench.meters", expects=Meter)
 
 
 @METERS.register("none")

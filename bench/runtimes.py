@@ -53,7 +53,7 @@ class Runtime:
     requires: Requirements = Requirements()
 
 
-RUNTIMES: Registry[Runtime] = Registry("runtime", "twinbench.runtimes")
+RUNTIMES: Registry[Runtime] = Registry("runtime", "twinbench.runtimes", expects=Runtime)
 
 
 ANYWHERE = Requirements()

@@ -157,6 +157,10 @@ def load_suite(name: str | Path) -> Suite:
             variants=tuple(_variant(v, path) for v in variant_specs),
             grid_sources=tuple(s for s in sources if s.is_file),
         )
+    except ConfigError as e:  # a value out of its bounds: the message names the file too
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"{path}: {e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
     except KeyError as e:

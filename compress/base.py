@@ -142,7 +142,7 @@ class Pass:
 
 
 PASSES: Registry[type[Pass]] = Registry(
-    "pass", "twinbench.passes", builtin=("compress",), skip=frozenset({"base", "replay"})
+    "pass", "twinbench.passes", builtin=("compress",), skip=frozenset({"base", "replay"}), expects=Pass
 )
 register_pass = PASSES.register()
 

@@ -40,9 +40,14 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Named entries of one extension point. `register` is the decorator beside each definition."""
 
-    def __init__(self, kind: str, group: str, builtin: tuple[str, ...] = (), skip: frozenset[str] = frozenset()):
+    def __init__(
+        self, kind: str, group: str, builtin: tuple[str, ...] = (), skip: frozenset[str] = frozenset(),
+        expects: type | None = None,
+    ):  # fmt: skip
         self.kind = kind  # "twin", "pass", ...: the word error messages use
         self.group = group  # entry-point group of other packages
+        # What an entry point must name: a subclass of `expects` (a class) or an instance of it.
+        self._expects = expects
         self._builtin = builtin  # packages or modules holding the built-in entries
         self._skip = skip  # modules of those packages that define no entry (base classes)
         self._entries: dict[str, Entry[T]] = {}
@@ -101,9 +106,20 @@ class Registry(Generic[T]):
                 if not isinstance(loaded, types.ModuleType) and all(
                     e.obj is not loaded for e in self._entries.values()
                 ):
+                    if why := self._not_expected(loaded):
+                        raise TypeError(why)
                     self.add(ep.name, loaded)  # an object the entry point names, not a module
-            except Exception as e:  # a broken plugin must not break every command
+            # A broken plugin must not break every command: SystemExit too (a plugin that calls
+            # sys.exit on import ended `list` and `run` silently); Ctrl-C still stops everything.
+            except (Exception, SystemExit) as e:
                 self._failed[ep.name] = f"{type(e).__name__}: {e}"
+
+    def _not_expected(self, obj) -> str | None:
+        """Why `obj` is not a {kind} (None when it is): e.g. an entry point naming a function as a pass."""
+        want = self._expects
+        if want is None or (isinstance(obj, type) and issubclass(obj, want)) or isinstance(obj, want):
+            return None
+        return f"the entry point names {obj!r}, which is not a {self.kind} ({want.__module__}.{want.__qualname__})"
 
 
 PROJECT_PACKAGES = ("models", "compress", "bench")

@@ -191,7 +191,7 @@ class SteppedSampling(ABC):
         """Train `student` (from `halved_student`) to do in one step what `teacher` does in two."""
 
 
-TWINS: Registry[type[Twin]] = Registry("twin", "twinbench.twins", builtin=("models.twins",))
+TWINS: Registry[type[Twin]] = Registry("twin", "twinbench.twins", builtin=("models.twins",), expects=Twin)
 register_twin = TWINS.register()
 
 

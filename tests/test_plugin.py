@@ -199,7 +199,7 @@ def _suite(twin: str = "grid-gnn", tail: str = GOOD_PASS) -> str:
         (lambda d: _write(d / "pass.toml", _suite(tail='[[variant]]\nchain = [{pass = "low-rank"}]\n')),
          "unknown pass 'low-rank'"),
         (lambda d: _write(d / "typed.toml", _suite().replace("repetitions = 3", "repetitions = [3]")),
-         "malformed suite"),
+         "repetitions must be a whole number"),
         (lambda d: _write(d / "smoke.toml", _suite()), "has the name of the built-in suite"),
         (lambda d: _write(d / "my suite.toml", _suite()), "rename the file"),
     ],

@@ -134,3 +134,27 @@ def test_list_shows_origins_and_what_runs_here(capsys):
     assert "float8                   built-in · not here: needs a CUDA GPU" in out  # no GPU on CI machines
     assert "onnxruntime              built-in · runs onnx models · runs here" in out
     assert "estimate                 built-in · meters cpu" in out
+
+
+def test_a_plugin_that_exits_or_names_the_wrong_thing_is_its_own_failure(monkeypatch, capsys):
+    """Issue 23 item 6: `os:getcwd` as a pass crashed `twinbench list`; a plugin calling sys.exit(3)
+    on import ended every command with exit 3."""
+    from bench.cli import main
+    from compress.base import PASSES
+
+    exiting = types.ModuleType("twinbench_fake_exiting")
+    exiting.__getattr__ = lambda name: sys.exit(3)  # `module:attr` loading runs this
+    monkeypatch.setitem(sys.modules, "twinbench_fake_exiting", exiting)
+    eps = [
+        metadata.EntryPoint("cwd", "os:getcwd", "twinbench.passes"),
+        metadata.EntryPoint("exits", "twinbench_fake_exiting:Pass", "twinbench.passes"),
+    ]
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+    monkeypatch.setattr(PASSES, "_discovered", False)
+    monkeypatch.setattr(PASSES, "_entries", dict(PASSES._entries))
+    monkeypatch.setattr(PASSES, "_failed", {})
+    assert main(["list"]) == 0  # every other command goes on
+    out = capsys.readouterr().out
+    assert "'cwd'" in out and "not a pass" in out
+    assert "'exits'" in out and "SystemExit" in out
+    assert "half" in PASSES.names() and "cwd" not in PASSES.names()
