@@ -407,6 +407,8 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
     from bench.store import baseline_path, load_records, write_output
     from models.errors import InputError
 
+    if args.baseline is not None:  # a baseline given is checked before the suite runs (~20 GPU-minutes)
+        load_records(args.baseline)
     run_dir = run(args.suite, device=args.device, out=args.out)
     records, env = load_records(run_dir.path)
     base = args.baseline or baseline_path(env, records[0].device)

@@ -371,3 +371,17 @@ def test_escape_sequences_in_records_never_reach_the_terminal(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "pwned" in out or argv[0] != "select"  # the text is shown...
         assert not any(c in out for c in "\x1b\x07\x9b"), argv  # ...with its control characters escaped
+
+
+def test_nightly_checks_a_given_baseline_before_it_measures(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 7: `nightly --baseline MISSING` measured the whole suite first, then failed."""
+    from bench import runner
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the suite ran before the baseline was checked")
+
+    monkeypatch.setattr(runner, "run", must_not_run)
+    for baseline in (tmp_path / "missing.json", tmp_path):
+        assert main(["nightly", "--suite", "smoke", "--baseline", str(baseline), "--out", str(tmp_path / "runs")]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
