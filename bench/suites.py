@@ -137,7 +137,9 @@ def load_suite(name: str | Path) -> Suite:
     path = suite_path(name)
     name = path.stem
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        _check_shape(text, path)
+        raw = tomllib.loads(text)
         measure = raw.pop("measure")
         variant_specs = raw.pop("variant", [])
         sources = tuple(_grid(g, path) for g in raw.pop("grids"))
@@ -163,6 +165,8 @@ def load_suite(name: str | Path) -> Suite:
         raise ConfigError(f"{path}: {e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    except RecursionError as e:  # _check_shape bounds nesting; this is the parser's own limit, should it come first
+        raise ConfigError(f"{path}: nested too deeply to be a suite") from e
     except KeyError as e:
         raise ConfigError(f"{path}: missing key {e}") from e
     except UnicodeDecodeError as e:
@@ -180,6 +184,52 @@ def load_suite(name: str | Path) -> Suite:
         except UnknownNameError as e:  # e.name says why when the twin's plugin failed to load
             raise _with_hint(e, f"in {path} ({PLUGIN_HINT})") from None
     return suite
+
+
+# A suite is a page of settings. These caps refuse a hostile file in well under a second, before
+# tomllib sees it: 100k nested arrays raised RecursionError, and a 100k-part dotted key made the
+# parser's time and memory grow quadratically.
+MAX_SUITE_CHARS = 256 * 1024
+MAX_SUITE_NESTING = 16  # arrays and inline tables inside each other: a chain of steps needs 3
+MAX_DOTS_PER_LINE = 64  # a dotted key or table name, or numbers with decimals, on one line
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Refuse (ConfigError) a suite file too large or nested too deeply to be one. One pass over the
+    text, strings and comments skipped (a bracket or dot inside them counts for nothing)."""
+    if len(text) > MAX_SUITE_CHARS:
+        raise ConfigError(f"{path}: {len(text):,} characters, more than a suite file may have ({MAX_SUITE_CHARS:,})")
+    depth, dots, quote, i = 0, 0, "", 0
+    while i < len(text):
+        c = text[i]
+        if quote:  # inside a string: find its end ('"', "'", or the triple forms)
+            if c == "\\" and quote[0] == '"':
+                i += 2
+                continue
+            if text.startswith(quote, i):
+                i, quote = i + len(quote), ""
+                continue
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            i += len(quote)
+            continue
+        elif c == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_SUITE_NESTING:
+                raise ConfigError(f"{path}: arrays or tables nested more than {MAX_SUITE_NESTING} deep")
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == ".":
+            dots += 1
+            if dots > MAX_DOTS_PER_LINE:
+                raise ConfigError(f"{path}: a line with more than {MAX_DOTS_PER_LINE} dotted parts")
+        elif c == "\n":
+            dots = 0
+        i += 1
 
 
 def _variant(spec: dict, path: Path):

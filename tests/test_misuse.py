@@ -385,3 +385,26 @@ def test_nightly_checks_a_given_baseline_before_it_measures(tmp_path, monkeypatc
         assert main(["nightly", "--suite", "smoke", "--baseline", str(baseline), "--out", str(tmp_path / "runs")]) == 2
         assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "hostile, message",
+    [
+        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 16 deep"),
+        ("x = " + "{a = " * 20_000 + "1" + "}" * 20_000 + "\n", "nested more than 16 deep"),
+        (".".join(["a"] * 100_000) + " = 1\n", "more than 64 dotted parts"),
+        ("# " + "x" * 300_000 + "\n", "more than a suite file may have"),
+    ],
+    ids=["arrays", "inline-tables", "dotted-key", "huge"],
+)
+def test_hostile_toml_is_refused_quickly(tmp_path, capsys, hostile, message):
+    """Issue 23 item 5: 100k nested arrays gave a RecursionError traceback, a 100k-part dotted key hung."""
+    import time
+
+    path = tmp_path / "hostile.toml"
+    path.write_text(hostile)
+    start = time.perf_counter()
+    assert main(["run", "--suite", str(path), "--dry-run"]) == 2
+    assert time.perf_counter() - start < 5  # refused before the parser sees it (was: minutes, or a traceback)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
