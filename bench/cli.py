@@ -27,6 +27,14 @@ def _say(text: str) -> None:
     print(terminal_safe(text))
 
 
+def _nonempty(text: str) -> str:
+    """An argument that names something (--grid, --profiles): empty text is a mistake, not "none"
+    (`--grid ''` silently built the default grid)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _number(kind: type = float, low: float | None = None, high: float | None = None, above: float | None = None):
     """An argparse type: a finite number in range. NaN compares false with every limit, so without
     this a NaN threshold silently turns a check off; argparse turns the error into exit 2."""
@@ -474,16 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="build (or verify) the grid data cache and print its path")
     which = data.add_mutually_exclusive_group()
     which.add_argument("--suite", default="smoke", help="build the grids of this suite (default: smoke)")
-    which.add_argument("--grid", metavar="GRID", help="build one grid: a SimBench code of a suite, or a pandapower "
+    which.add_argument("--grid", type=_nonempty, metavar="GRID", help="build one grid: a SimBench code of a suite, or a pandapower "
                        "network file (NET.json, pandapower.to_json) with its profiles inside or in --profiles")  # fmt: skip
-    data.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
+    data.add_argument("--profiles", type=_nonempty, metavar="FILE", help=PROFILES_HELP)
     data.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     data.set_defaults(func=_cmd_data)
 
     train = commands.add_parser("train", help="train (or load) the reference twins and compare them with baselines")
     train.add_argument("--suite", default="smoke")
-    train.add_argument("--grid", help=GRID_HELP)
-    train.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
+    train.add_argument("--grid", type=_nonempty, help=GRID_HELP)
+    train.add_argument("--profiles", type=_nonempty, metavar="FILE", help=PROFILES_HELP)
     train.add_argument("--twin", help="only this twin")
     train.add_argument("--split", default="test", choices=["train", "val", "test"])
     train.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
@@ -494,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="write a reference twin's predictions and targets to a .npz")
     predict.add_argument("--suite", default="smoke")
-    predict.add_argument("--grid", help="the grid, if the suite has several")
+    predict.add_argument("--grid", type=_nonempty, help="the grid, if the suite has several")
     predict.add_argument("--twin", required=True)
     predict.add_argument("--split", default="test", choices=["train", "val", "test"])
     predict.add_argument("--out", type=Path, required=True)
@@ -503,8 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="measure a suite: quality, energy, latency and memory per cell")
     run.add_argument("--suite", help="suite to run (see `twinbench list`)")
     run.add_argument("--twin", help="only this twin")
-    run.add_argument("--grid", help=GRID_HELP)
-    run.add_argument("--profiles", metavar="FILE", help=PROFILES_HELP)
+    run.add_argument("--grid", type=_nonempty, help=GRID_HELP)
+    run.add_argument("--profiles", type=_nonempty, metavar="FILE", help=PROFILES_HELP)
     run.add_argument("--runtime", help="only this runtime")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
     run.add_argument(
@@ -547,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--max-memory-mb", type=_number(above=0))
     sel.add_argument("--runtime")
     sel.add_argument("--batch-size", type=_number(int, 1, 1 << 20), help="default: the smallest measured")
-    sel.add_argument("--grid", help="needed when the records hold several grids")
+    sel.add_argument("--grid", type=_nonempty, help="needed when the records hold several grids")
     sel.add_argument("--objective", default="energy", choices=["energy", "latency", "annual"],
                      help="rank by J/inference (default), p50 latency, or kWh per year at --rate")  # fmt: skip
     _schedule_options(sel)

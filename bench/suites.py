@@ -114,7 +114,8 @@ def suite_path(suite: str | Path) -> Path:
     if not path.exists():
         raise ConfigError(f"--suite {text}: no such suite file")
     if not path.is_file():
-        raise ConfigError(f"--suite {text} is a folder, not a suite file (a TOML file such as my_suite.toml)")
+        kind = "a folder" if path.is_dir() else "a device or special file"
+        raise ConfigError(f"--suite {text} is {kind}, not a suite file (a TOML file such as my_suite.toml)")
     if not SUITE_FILE_NAME.fullmatch(path.stem):
         raise ConfigError(f"--suite {text}: a suite's name is its file's stem, which must be letters, digits, "
                           "'_', '-' or '.' (it names the run folders); rename the file")  # fmt: skip

@@ -408,3 +408,25 @@ def test_hostile_toml_is_refused_quickly(tmp_path, capsys, hostile, message):
     assert time.perf_counter() - start < 5  # refused before the parser sees it (was: minutes, or a traceback)
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "--grid", "{loop}"], "cannot follow this path"),
+        (["data", "--grid", "x.json", "--profiles", "{loop}"], "cannot follow this path"),
+        (["data", "--grid", ""], "must not be empty"),
+        (["run", "--suite", "smoke", "--grid", " ", "--dry-run"], "must not be empty"),
+        (["data", "--grid", "/dev/null"], "/dev/null is a device or special file"),
+        (["run", "--suite", "/dev/null", "--dry-run"], "/dev/null is a device or special file"),
+    ],
+)
+def test_odd_paths_are_named_for_what_they_are(tmp_path, capsys, argv, message):
+    """Issue 23 item 8: a symlink loop gave a RuntimeError traceback, /dev/null was "a folder", and
+    `--grid ''` silently built the default grid."""
+    loop = tmp_path / "loop1"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    assert main([a.replace("{loop}", str(loop)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -364,7 +364,8 @@ def _check_file(path: Path, given: str, what: str) -> None:
     if not path.exists():
         raise InputError(f"no such file: {given} (expected {what})")
     if not path.is_file():
-        raise InputError(f"{given} is a folder, not {what}")
+        kind = "a folder" if path.is_dir() else "a device or special file"  # /dev/null, a FIFO, a socket
+        raise InputError(f"{given} is {kind}, not {what}")
 
 
 def _read_table(path: Path, given: str):

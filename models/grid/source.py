@@ -52,15 +52,25 @@ class GridSource:
 
 def looks_like_path(text: str) -> bool:
     """A grid given as a file rather than a SimBench code (which has no slash and no .json)."""
-    return text.lower().endswith(".json") or "/" in text or os.sep in text or Path(text).is_file()
+    try:
+        is_file = Path(text).is_file()
+    except OSError:  # a name too long for the file system, say: not a file, so not a path either
+        is_file = False
+    return text.lower().endswith(".json") or "/" in text or os.sep in text or is_file
+
+
+def _resolve(path: str | Path, base: Path | None) -> Path:
+    try:
+        return ((base or Path.cwd()) / Path(path).expanduser()).resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a symlink loop
+        raise ConfigError(f"{path}: cannot follow this path ({e})") from None
 
 
 def user_grid(net: str | Path, profiles: str | Path | None = None, base: Path | None = None) -> GridSource:
     """The source of a user grid: paths are resolved against `base` (default: the current folder).
     Nothing is read here; a missing file is reported when the grid is built."""
     given = (str(net), *([str(profiles)] if profiles is not None else []))
-    resolve = lambda p: ((base or Path.cwd()) / Path(p).expanduser()).resolve()  # noqa: E731
-    net_path, profiles_path = resolve(net), resolve(profiles) if profiles is not None else None
+    net_path, profiles_path = _resolve(net, base), _resolve(profiles, base) if profiles is not None else None
     key = f"{net_path}\0{profiles_path or ''}".encode()
     stem = _UNSAFE.sub("_", net_path.stem)[:40].strip("._-") or "grid"
     return GridSource(f"{stem}-{hashlib.sha256(key).hexdigest()[:8]}", net_path, profiles_path, given)
