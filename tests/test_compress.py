@@ -293,14 +293,16 @@ def test_run_measures_variants_and_records_unsupported_ones(tmp_path, variants_s
 
 
 def test_nightly_gate_compares_with_the_device_baseline(tmp_path, variants_suite, gnn, capsys):
-    """`twinbench nightly`: without a baseline, exit 2 naming the promote command; with one
-    promoted from that run, a verdict.md in the new run folder and exit 0 (clean) or 1 (regression)."""
+    """`twinbench nightly`: a --baseline that is missing is exit 2 before anything is measured; with
+    one promoted from a run, a verdict.md in the new run folder and exit 0 (clean) or 1 (regression)."""
     from bench.store import promote_baseline
 
     runs, baseline = tmp_path / "runs", tmp_path / "baselines" / "this-device.json"
     argv = ["nightly", "--suite", variants_suite, "--out", str(runs), "--baseline", str(baseline)]
     assert main(argv) == 2
-    assert "twinbench baseline --run" in capsys.readouterr().err
+    assert "no run folder or records file at" in capsys.readouterr().err
+    assert not runs.exists()  # checked before the suite ran (issue 23 item 7)
+    assert main(["run", "--suite", variants_suite, "--out", str(runs)]) == 0
     (first,) = run_folders(runs)
     promoted, _ = promote_baseline(first, tmp_path / "promoted")
     baseline.parent.mkdir(parents=True)
