@@ -113,8 +113,12 @@ def node_scopes(model) -> dict[str, list[str]]:
     return scopes
 
 
-def onnx_unit_of(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> dict[str, str | None]:
-    """Node name of `graph_path` -> the core unit it belongs to, or None for a boundary node.
+def onnx_core(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
+    """(boundary, groups) of a graph, each graph read once.
+
+    boundary: names of the nodes outside every core unit, what `nodes_to_exclude` keeps in fp32.
+    groups: the quantizable core nodes by the innermost module they came from (a Linear or a Conv:
+    in an unrolled sampling loop, every step's copy of a layer falls into one group).
 
     Scopes are read from `graph_path`, else from `source_path` (the export before ORT's preprocessing,
     which keeps node names but may drop their metadata); a node with none (one the optimiser
@@ -123,34 +127,27 @@ def onnx_unit_of(graph_path: Path, source_path: Path, units: tuple[str, ...]) ->
 
     graph = onnx.load(str(graph_path), load_external_data=False)
     known = {**node_scopes(onnx.load(str(source_path), load_external_data=False)), **node_scopes(graph)}
-    out = {}
+    boundary, groups = [], {}
     for node in graph.graph.node:
         scopes = known.get(node.name)
-        if scopes is None:
-            out[node.name] = WHOLE_MODEL if units == (WHOLE_MODEL,) else None
-            continue
-        inside = lambda u, scopes=scopes: any(s == u or s.startswith(u + ".") for s in scopes)  # noqa: E731
-        out[node.name] = next((u for u in units if u == WHOLE_MODEL or inside(u)), None)
-    return out
-
-
-def onnx_groups(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> dict[str, list[str]]:
-    """The quantizable core nodes of a graph by the innermost module they came from (a Linear or a
-    Conv: in an unrolled sampling loop, every step's copy of a layer falls into one group)."""
-    import onnx
-
-    graph = onnx.load(str(graph_path), load_external_data=False)
-    known = {**node_scopes(onnx.load(str(source_path), load_external_data=False)), **node_scopes(graph)}
-    unit_of = onnx_unit_of(graph_path, source_path, units)
-    groups: dict[str, list[str]] = {}
-    for node in graph.graph.node:
-        if node.op_type in QUANTIZABLE_OPS and unit_of[node.name] is not None:
-            scopes = known.get(node.name) or [node.name]
+        if _unit_of(scopes, units) is None:
+            boundary.append(node.name)
+        elif node.op_type in QUANTIZABLE_OPS:
+            scopes = scopes or [node.name]
             module = scopes[-2] if len(scopes) >= 2 else node.name  # the last scope is the fx node itself
             groups.setdefault(module or node.name, []).append(node.name)
-    return groups
+    return sorted(boundary), groups
+
+
+def _unit_of(scopes: list[str] | None, units: tuple[str, ...]) -> str | None:
+    """The core unit a node with these module scopes belongs to, or None (boundary)."""
+    if units == (WHOLE_MODEL,):
+        return WHOLE_MODEL
+    if scopes is None:
+        return None
+    return next((u for u in units if any(s == u or s.startswith(u + ".") for s in scopes)), None)
 
 
 def boundary_nodes(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> list[str]:
     """Names of the nodes outside every core unit: what `nodes_to_exclude` keeps in fp32."""
-    return sorted(n for n, unit in onnx_unit_of(graph_path, source_path, units).items() if unit is None)
+    return onnx_core(graph_path, source_path, units)[0]

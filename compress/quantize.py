@@ -27,10 +27,9 @@ import torch
 from compress.base import Pass, PassContext, check_budget, register_pass
 from compress.boundary import (
     QUANTIZABLE_OPS,
-    boundary_nodes,
     boundary_note,
     declared_units,
-    onnx_groups,
+    onnx_core,
     replace_module,
     torch_units,
 )
@@ -172,8 +171,7 @@ def quantize_onnx(
     out = path.with_name(path.stem + suffix)
     with _preprocessed(path, what) as prepared:
         units = declared_units(twin)
-        boundary = boundary_nodes(prepared, path, units)
-        groups = onnx_groups(prepared, path, units)
+        boundary, groups = onnx_core(prepared, path, units)
 
         def write(target: Path, kept: frozenset = frozenset()) -> Path:
             exclude = boundary + [n for g in sorted(kept) for n in groups[g]]
