@@ -15,6 +15,7 @@ import ast
 import copy
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -113,12 +114,19 @@ def node_scopes(model) -> dict[str, list[str]]:
     return scopes
 
 
-def onnx_core(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
-    """(boundary, groups) of a graph, each graph read once.
+class OnnxCore(NamedTuple):
+    boundary: list[str]
+    groups: dict[str, list[str]]
+    ends: tuple[str, ...]  # the groups of the first and the last quantizable node, in graph order
+
+
+def onnx_core(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> OnnxCore:
+    """(boundary, groups, ends) of a graph, each graph read once.
 
     boundary: names of the nodes outside every core unit, what `nodes_to_exclude` keeps in fp32.
     groups: the quantizable core nodes by the innermost module they came from (a Linear or a Conv:
     in an unrolled sampling loop, every step's copy of a layer falls into one group).
+    ends: the core's first and last compute layers (the one group twice if there is only one).
 
     Scopes are read from `graph_path`, else from `source_path` (the export before ORT's preprocessing,
     which keeps node names but may drop their metadata); a node with none (one the optimiser
@@ -127,7 +135,7 @@ def onnx_core(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> tu
 
     graph = onnx.load(str(graph_path), load_external_data=False)
     known = {**node_scopes(onnx.load(str(source_path), load_external_data=False)), **node_scopes(graph)}
-    boundary, groups = [], {}
+    boundary, groups, order = [], {}, []
     for node in graph.graph.node:
         scopes = known.get(node.name)
         if _unit_of(scopes, units) is None:
@@ -136,7 +144,8 @@ def onnx_core(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> tu
             scopes = scopes or [node.name]
             module = scopes[-2] if len(scopes) >= 2 else node.name  # the last scope is the fx node itself
             groups.setdefault(module or node.name, []).append(node.name)
-    return sorted(boundary), groups
+            order.append(module or node.name)
+    return OnnxCore(sorted(boundary), groups, (order[0], order[-1]) if order else ())
 
 
 def _unit_of(scopes: list[str] | None, units: tuple[str, ...]) -> str | None:
@@ -150,4 +159,4 @@ def _unit_of(scopes: list[str] | None, units: tuple[str, ...]) -> str | None:
 
 def boundary_nodes(graph_path: Path, source_path: Path, units: tuple[str, ...]) -> list[str]:
     """Names of the nodes outside every core unit: what `nodes_to_exclude` keeps in fp32."""
-    return onnx_core(graph_path, source_path, units)[0]
+    return onnx_core(graph_path, source_path, units).boundary

@@ -14,7 +14,7 @@ from bench.cli import main
 from bench.store import RunDir, run_folders
 from compress import budget
 from compress.base import PassContext, make_pass
-from compress.boundary import boundary_nodes, declared_units
+from compress.boundary import boundary_nodes, declared_units, onnx_core
 from compress.budget import Search, keep_fp32
 from models.checkpoint import train_or_load
 from models.errors import ConfigError, Unsupported
@@ -97,6 +97,42 @@ def test_boundary_stays_fp32_in_onnx(gnn, tmp_path, spec):
     # The output's de-normalisation (+ out_mean, ~1.0 p.u.) is among them.
     (out,) = [n for n in graph.node if graph.output[0].name in n.output]
     assert out.name in kept
+
+
+def _quantized_inputs(graph) -> set[str]:
+    """Names of the nodes that read a dequantized tensor (an int8 input)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    return {
+        n.name
+        for n in graph.node
+        if any(getattr(producer.get(i), "op_type", "") == "DequantizeLinear" for i in n.input)
+    }
+
+
+def test_static_int8_keeps_the_first_and_last_compute_layers_fp32(gnn, tmp_path):
+    twin, model = gnn
+    fp32 = export_onnx(model, twin.example_inputs(2), twin.input_names, twin.output_name, tmp_path / "g.onnx")
+    core = onnx_core(fp32, fp32, declared_units(twin))
+    assert core.ends == ("encoder.0", "decoder.2")
+    ends = {n for g in core.ends for n in core.groups[g]}
+    for keep, expect_fp32 in ((True, True), (False, False)):
+        ctx = _ctx(twin, tmp_path, "onnx")
+        graph = export_onnx(
+            model, twin.example_inputs(2), twin.input_names, twin.output_name, tmp_path / f"{keep}.onnx"
+        )
+        qdq = make_pass("quant-static-int8", keep_first_last=keep).apply_onnx(graph, ctx)
+        int8_readers = _quantized_inputs(onnx.load(str(qdq)).graph)
+        assert int8_readers  # the middle layers are quantised either way
+        assert (not ends & int8_readers) is expect_fp32, keep
+        assert ctx.notes[-1].get("first_last_fp32", []) == (sorted(core.ends) if keep else [])
+
+
+def test_static_int8_with_nothing_left_between_first_and_last_is_unsupported(gnn, tmp_path, monkeypatch):
+    twin, model = gnn
+    fp32 = export_onnx(model, twin.example_inputs(2), twin.input_names, twin.output_name, tmp_path / "g.onnx")
+    monkeypatch.setattr(type(twin), "core_units", ("decoder",))  # one unit: two compute layers
+    with pytest.raises(Unsupported, match="nothing is left to quantise"):
+        make_pass("quant-static-int8").apply_onnx(fp32, _ctx(twin, tmp_path, "onnx"))
 
 
 def _spy_splits(twin, monkeypatch) -> list[str]:
