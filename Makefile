@@ -29,7 +29,7 @@ test: setup browser
 data: setup
 	$(VENV)/bin/twinbench data --suite $(SUITE)
 
-# The main job: the `gpu` suite on a CUDA machine (~30 min on one GPU by its estimate, training
+# The main job: the `gpu` suite on a CUDA machine (~32 min on one GPU by its estimate, training
 # included), the CPU-sized `default` suite elsewhere; any other suite explicitly (make bench
 # SUITE=full: hours on one GPU). Its plan and estimate (1 and 8 workers) are printed first.
 # BENCH_ARGS go to `twinbench run`, e.g. BENCH_ARGS="--executor ray --ray-address auto".

@@ -117,7 +117,7 @@ def test_dry_run_plans_a_cuda_suite_anywhere_labelled(empty_cache, capsys):
         assert main(["run", "--suite", "gpu"]) == 2  # running it here is still refused
 
 
-@pytest.mark.parametrize("suite, minutes", [("gpu", 30), ("nightly", 20)])
+@pytest.mark.parametrize("suite, minutes", [("gpu", 35), ("nightly", 25)])
 def test_gpu_suites_fit_their_budget_with_nothing_cached(empty_cache, suite, minutes):
     plan = make_plan(load_suite(suite), estimate_only=True)
     needs = training_needs(plan)
