@@ -162,8 +162,8 @@ def compression_summary(record: Record) -> str:
             chosen = search.get("chosen")
             tried = [t for t in search.get("trace", ()) if t.get("setting") == chosen]
             loss = f", val {tried[-1]['val_loss_pct']:+.2f} %" if tried else ""
-            if isinstance(chosen, dict):
-                chosen = f"{len(chosen.get('kept_fp32', []))} layer(s) kept fp32"
+            if isinstance(chosen, dict):  # the note's list also holds what a pass keeps in any case
+                chosen = f"{len(note.get('kept_fp32', chosen.get('kept_fp32', [])))} layer(s) kept fp32"
             said.append(
                 f"chose {chosen} within {search.get('budget_pct')} %{loss}, {len(search.get('trace', ()))} tries"
             )
