@@ -62,8 +62,8 @@ def _cores() -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.meters import METERS
-    from bench.runtimes import RUNTIMES
+    from bench.measure.meters import METERS
+    from bench.measure.runtimes import RUNTIMES
     from bench.suites import load_suite, suite_names
     from compress.base import PASSES, TARGETS
     from models.grid.cache import GridDataConfig, cache_root, grid_dir, verify_cache
@@ -272,9 +272,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.estimate import DOES_NOT_FIT
-    from bench.progress import RunProgress
-    from bench.runner import dry_run, run
+    from bench.run.estimate import DOES_NOT_FIT
+    from bench.run.progress import RunProgress
+    from bench.run.runner import dry_run, run
 
     if args.dry_run:
         text = dry_run(args.suite, device=args.device, twin=args.twin, grid=_chosen_grid(args), runtime=args.runtime,
@@ -299,7 +299,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress,
             )  # fmt: skip
         except KeyboardInterrupt as e:
-            folder = getattr(e, "path", None)  # bench.runner.RunInterrupted, once the run folder exists
+            folder = getattr(e, "path", None)  # bench.run.runner.RunInterrupted, once the run folder exists
             where = f"{folder}/records.jsonl" if folder else "records.jsonl"
             console.print(
                 f"interrupted: finished cells are in {where}; continue with twinbench run --resume {folder or 'RUN'}",
@@ -312,7 +312,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bench import report, summary
+    from bench.decide import report, summary
     from bench.store import RunDir
     from models.errors import InputError
 
@@ -325,7 +325,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from bench import select
+    from bench.decide import select
     from bench.store import RunDir, load_records, run_folder_of
 
     if (args.run is None) == (args.records is None):
@@ -349,7 +349,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 def _schedule(args: argparse.Namespace):
     """The deployment schedule of `select --rate ...`, or None without --rate."""
-    from bench.annual import Schedule, parse_rate
+    from bench.decide.annual import Schedule, parse_rate
 
     if args.rate is None:
         given = [f for f in ("instances", "device_use", "carbon_intensity", "price") if getattr(args, f) is not None]
@@ -363,7 +363,7 @@ def _schedule(args: argparse.Namespace):
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare
+    from bench.decide import compare
     from bench.store import load_records, write_output
 
     base, _ = load_records(args.base)
@@ -410,8 +410,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly suite, compare it with this device's committed baseline, write verdict.md."""
-    from bench import compare
-    from bench.runner import run
+    from bench.decide import compare
+    from bench.run.runner import run
     from bench.store import baseline_path, load_records, write_output
     from models.errors import InputError
 
@@ -434,8 +434,8 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 def _cmd_env(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.meters import choose_meter
-    from bench.runtimes import runtime_names
+    from bench.measure.meters import choose_meter
+    from bench.measure.runtimes import runtime_names
 
     print(f"cuda: {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
     for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):

@@ -179,3 +179,19 @@ def compression_summary(record: Record) -> str:
 def is_capped(record: Record) -> bool:
     """A variant whose training a suite capped below the reference's schedule."""
     return any("capped_epochs" in n for n in record.model_info.get("compression", ()))
+
+
+# Cores that other processes may keep busy during a window before the cell is flagged `contended`.
+# A background daemon's blips stay far below half a core; one busy neighbour (a test run, a training)
+# takes a whole core, and on the 2-core dev machine made torch-eager latencies 50x worse.
+CONTENDED_CORES = 0.5
+
+
+def describe_flags(r) -> str:
+    """A record's flags for a table cell, the cross-check's figure beside `counter_disagrees`."""
+    shown = []
+    for flag in r.flags:
+        if flag == "counter_disagrees" and r.energy_crosscheck_pct is not None:
+            flag = f"{flag} (power {r.energy_crosscheck_pct:+.0f} % vs counter)"
+        shown.append(flag)
+    return ", ".join(shown)

@@ -43,10 +43,11 @@ import numpy as np
 import pynvml
 import pytest
 
-from bench import protocol
-from bench.meters import Reading, choose_meter
-from bench.plan import RunPlan, make_shards
+from bench.measure import protocol
+from bench.measure.meters import Reading, choose_meter
+from bench.plan import RunPlan
 from bench.records import Record
+from bench.run.planning import make_shards
 from tests.conftest import stubbed_nvml
 
 NVML_NAMES = [

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench.annual import NotProjectable, Schedule, parse_rate, project, render_table
+from bench.decide.annual import NotProjectable, Schedule, parse_rate, project, render_table
 from bench.records import Record
 from models.errors import ConfigError
 

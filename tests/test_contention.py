@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bench.runner import run
-from bench.validity import CONTENDED_CORES, others_cpu_seconds, validity_flags
+from bench.measure.validity import CONTENDED_CORES, others_cpu_seconds, validity_flags
+from bench.run.runner import run
 
 CLEAN = dict(window_s=5.0, cv=0.01, source="nvml", avg_power_w=100.0, idle_power_w=50.0, power_limit_w=700.0,
              throttled=False, outputs_match=True)  # fmt: skip
@@ -56,7 +56,7 @@ def test_a_run_beside_a_busy_process_is_flagged_and_an_idle_one_is_not(smoke_gri
 
 
 def test_select_warns_when_a_contended_cell_wins():
-    from bench.select import Constraints, select
+    from bench.decide.select import Constraints, select
     from tests.test_decide import rec
 
     cell = replace(rec("int8", energy=0.4), flags=("contended",), contention_cores=1.0)

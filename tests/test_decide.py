@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from bench.annual import Schedule
 from bench.cli import main
-from bench.compare import compare
-from bench.frontier import dominates, tied
+from bench.decide.annual import Schedule
+from bench.decide.compare import compare
+from bench.decide.frontier import dominates, tied
+from bench.decide.select import Constraints, Infeasible, Where, render, select
 from bench.records import Record
-from bench.select import Constraints, Infeasible, Where, render, select
 from bench.store import append_history, history, load_records, promote_baseline
 from models.errors import ConfigError, InputError, UnknownNameError
 
@@ -58,7 +58,7 @@ def test_select_picks_the_cheapest_feasible_variant(constraints, chosen):
 
 
 def test_select_explains_its_choice_and_prints_the_frontier():
-    from bench.select import render
+    from bench.decide.select import render
 
     sel = select(RECORDS, "grid-gnn", Constraints(max_quality_loss_pct=1.0))
     assert [r.variant_id for r in sel.frontier] == ["tiny", "int8", "pruned", "reference"]  # none dominated
@@ -70,7 +70,7 @@ def test_select_explains_its_choice_and_prints_the_frontier():
 def test_select_never_picks_a_cell_the_feasible_frontier_leaves_out():
     """The lowest median is not the answer when another feasible cell costs the same within the noise
     and loses clearly less quality; nor is a cell tied with the cheapest that a third one dominates."""
-    from bench.select import render
+    from bench.decide.select import render
 
     noisy_cheap = rec("pruned", energy=0.50, loss=0.9, ci=0.05)  # lowest median, CI overlaps `int8`'s
     better = rec("int8", "onnxruntime", energy=0.51, loss=0.1, ci=0.05)

@@ -4,9 +4,9 @@ and make `energy_over_floor` flatter a quantized variant)."""
 
 import pytest
 
+from bench.measure.protocol import cell_energy_floor
+from bench.measure.validity import DEVICE_PEAKS, PRECISIONS, compute_precision, energy_floor
 from bench.plan import Cell
-from bench.protocol import cell_energy_floor
-from bench.validity import DEVICE_PEAKS, PRECISIONS, compute_precision, energy_floor
 from compress.base import parse_variant
 
 H100 = {"gpu_name": "NVIDIA H100 80GB HBM3"}

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from bench.frontier import (
+from bench.decide.frontier import (
     QUALITY_TOL_PCT,
     TIE_RULE,
     dominates,
@@ -188,7 +188,7 @@ def test_dominance_and_ties_are_consistent_on_random_records():
 
 
 def test_summary_shows_tied_cells_together_and_states_the_rule():
-    from bench import summary
+    from bench.decide import summary
 
     folded = rec("folded", 1.00, 0.0, ci=(0.95, 1.05), passes=1)
     ort = rec("ort", 1.02, 2.5e-5, ci=(0.97, 1.07), runtime="onnxruntime")
@@ -204,7 +204,7 @@ def test_summary_shows_tied_cells_together_and_states_the_rule():
 def test_the_frontier_can_be_drawn_against_any_quality_metric():
     from dataclasses import replace
 
-    from bench.frontier import against_metric
+    from bench.decide.frontier import against_metric
     from models.errors import UnknownNameError
 
     ref = replace(rec("reference", 1.0, 0.0), quality_metrics={"vm_mae": 0.010, "vm_violation_recall": 0.80})

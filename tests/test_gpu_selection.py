@@ -14,7 +14,7 @@ and reading an nvml meter must not need it (this runs on CPU-only CI).
 import pynvml
 import pytest
 
-from bench.meters import NoneMeter, choose_meter, visible_gpu_index
+from bench.measure.meters import NoneMeter, choose_meter, visible_gpu_index
 from tests.conftest import stubbed_nvml
 
 START_MJ = {0: 5_000_000, 1: 9_000_000}

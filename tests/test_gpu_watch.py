@@ -8,8 +8,9 @@ from dataclasses import replace
 import pynvml
 import pytest
 
-from bench.meters import NvmlMeter, choose_meter, integrate_power
-from bench.validity import CROSSCHECK_PCT, describe_flags, validity_flags
+from bench.measure.meters import NvmlMeter, choose_meter, integrate_power
+from bench.measure.validity import CROSSCHECK_PCT, validity_flags
+from bench.records import describe_flags
 from tests.nvml_sim import SimulatedGPU, simulated_nvml
 
 CLEAN = dict(
@@ -128,7 +129,7 @@ def test_a_gpu_without_a_power_reading_has_no_crosscheck(h100):
 
 
 def test_flags_show_the_crosscheck_and_select_warns():
-    from bench.select import Constraints, select
+    from bench.decide.select import Constraints, select
     from tests.test_decide import rec
 
     cell = replace(
@@ -147,8 +148,8 @@ def test_flags_show_the_crosscheck_and_select_warns():
 
 
 def test_summary_and_report_show_the_crosscheck():
-    from bench.report import _row
-    from bench.summary import render
+    from bench.decide.report import _row
+    from bench.decide.summary import render
     from tests.test_decide import rec
 
     cell = replace(rec("int8", energy=0.4), flags=("counter_disagrees",), energy_crosscheck_pct=-62.0)

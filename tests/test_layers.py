@@ -12,7 +12,7 @@ PACKAGES = ("models", "compress", "bench")
 LEAVES = {"models.errors": set(), "models.plugins": {"models.errors"}}
 # Function-local imports of project modules are allowed only for start-up time: the CLI imports a
 # command's modules when the command runs, and Ray is imported only when the Ray executor is asked for.
-LOCAL_OK = {"bench.cli", "bench.runner"}
+LOCAL_OK = {"bench.cli", "bench.run.runner"}
 
 
 def layer(module: str) -> int:
@@ -65,6 +65,41 @@ def test_no_module_imports_from_a_layer_above_it():
         if layer(dep) > layer(mod)
     ]
     assert upward == []
+
+
+# bench/ inside: the shared file formats at the bottom, then measuring and deciding side by side, then
+# running (which drives both), then the command line (which may use everything).
+SHARED = {"bench", "bench.suites", "bench.plan", "bench.records", "bench.store"}
+BENCH_MAY_USE = {
+    "shared": set(),
+    "bench.measure": {"shared"},
+    "bench.decide": {"shared"},
+    "bench.run": {"shared", "bench.measure", "bench.decide"},
+    "bench.cli": {"shared", "bench.measure", "bench.decide", "bench.run", "bench.__main__"},
+    "bench.__main__": {"bench.cli"},
+}
+
+
+def bench_part(module: str) -> str:
+    if module in SHARED:
+        return "shared"
+    return next(p for p in BENCH_MAY_USE if p != "shared" and (module == p or module.startswith(p + ".")))
+
+
+def test_bench_parts_import_only_what_they_may():
+    """measure/ and decide/ use the shared files (and models/, compress/) only; run/ also measure/
+    and decide/; the CLI everything; the shared files nothing of the parts."""
+    found = modules()
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, path in found.items()
+        if mod.startswith("bench")
+        for dep, _ in project_imports(path, set(found))
+        if dep.startswith("bench")
+        and bench_part(dep) != bench_part(mod)
+        and bench_part(dep) not in BENCH_MAY_USE[bench_part(mod)]
+    ]
+    assert wrong == []
 
 
 def test_errors_and_registry_are_leaves():

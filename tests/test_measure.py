@@ -8,10 +8,10 @@ import numpy as np
 import pynvml
 import pytest
 
-from bench.meters import EstimateMeter, NoneMeter, ZeusMeter, choose_meter
+from bench.measure.meters import EstimateMeter, NoneMeter, ZeusMeter, choose_meter
+from bench.measure.stats import percentiles_ms, summarize
+from bench.measure.validity import validity_flags
 from bench.records import Record
-from bench.stats import percentiles_ms, summarize
-from bench.validity import validity_flags
 from tests.conftest import stubbed_nvml
 
 
@@ -161,11 +161,11 @@ def test_calibration_gives_the_window_at_the_steady_pace(monkeypatch, launch_s, 
     synced one by one), with compilation and first-run costs outside the estimate."""
     from types import SimpleNamespace
 
-    import bench.cell
+    import bench.measure.cell
 
     device = FakeDevice(launch_s, work_s, first_s, late)
-    monkeypatch.setattr(bench.cell, "time", SimpleNamespace(perf_counter=lambda: device.now))
-    iterations = bench.cell.calibrate(device.step, device.sync, 0.2)
+    monkeypatch.setattr(bench.measure.cell, "time", SimpleNamespace(perf_counter=lambda: device.now))
+    iterations = bench.measure.cell.calibrate(device.step, device.sync, 0.2)
     pace = max(launch_s, work_s)
     assert iterations == max(1, round(0.2 / pace))
     start = device.now

@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from bench.cli import main
-from bench.compare import compare
-from bench.runner import run
-from bench.select import Constraints, export, select
+from bench.decide.compare import compare
+from bench.decide.select import Constraints, export, select
+from bench.run.runner import run
 from bench.store import RunDir, new_run_id, promote_baseline, run_folders
 from models.errors import ConfigError, InputError
 from tests.conftest import SMOKE_GRID
@@ -345,7 +345,7 @@ def test_suite_values_are_exact_and_bounded(tmp_path, capsys, field, value, mess
 
 def test_ctrl_c_names_the_folder_to_resume(tmp_path, monkeypatch, capsys):
     """Issue 23 item 10: the interrupt message said `--resume RUN` without naming the folder."""
-    from bench import runner
+    from bench.run import runner
 
     folder = tmp_path / "runs" / "20261207T000000Z-smoke-abcdef"
 
@@ -375,7 +375,7 @@ def test_escape_sequences_in_records_never_reach_the_terminal(tmp_path, capsys):
 
 def test_nightly_checks_a_given_baseline_before_it_measures(tmp_path, monkeypatch, capsys):
     """Issue 23 item 7: `nightly --baseline MISSING` measured the whole suite first, then failed."""
-    from bench import runner
+    from bench.run import runner
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the suite ran before the baseline was checked")

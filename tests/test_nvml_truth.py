@@ -17,9 +17,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import protocol
+from bench.measure import protocol
+from bench.measure.validity import CROSSCHECK_PCT, GPU_MIN_WINDOW_S, SHORT_FRACTION
 from bench.records import Record
-from bench.validity import CROSSCHECK_PCT, GPU_MIN_WINDOW_S, SHORT_FRACTION
 from tests.nvml_sim import SimRun, SimulatedGPU, load_twin, measure_on_simulator
 
 pytestmark = pytest.mark.filterwarnings("ignore:The energy consumption of one or more GPUs was measured as zero")

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from bench import runner
 from bench.cli import main
-from bench.estimate import estimate, training_needs
-from bench.executor import LocalExecutor
-from bench.plan import make_plan
+from bench.measure.validity import GPU_MIN_WINDOW_S
+from bench.run import runner
+from bench.run.estimate import estimate, training_needs
+from bench.run.executor import LocalExecutor
+from bench.run.planning import make_plan
 from bench.suites import load_suite
-from bench.validity import GPU_MIN_WINDOW_S
 from compress.base import PassContext
 from compress.distill import TEACHER_FORWARD
 from models.checkpoint import checkpoint_path, train_or_load

@@ -61,8 +61,8 @@ def test_a_module_entry_point_registers_through_its_decorators(monkeypatch):
 
 def test_a_wrapped_entry_takes_its_origin_from_its_code(monkeypatch):
     """A runtime is registered as a Runtime record around the plugin's function: the function's
-    package is the origin, not bench.runtimes where the record's class lives."""
-    from bench.runtimes import Runtime
+    package is the origin, not bench.measure.runtimes where the record's class lives."""
+    from bench.measure.runtimes import Runtime
 
     def open_session(model, ctx):
         raise NotImplementedError
@@ -86,8 +86,8 @@ def test_a_broken_plugin_is_listed_not_fatal(monkeypatch):
 
 
 def test_builtin_registries_discover_every_extension_point():
-    from bench.meters import METERS
-    from bench.runtimes import RUNTIMES
+    from bench.measure.meters import METERS
+    from bench.measure.runtimes import RUNTIMES
     from compress.base import PASSES
     from models.registry import TWINS
 
@@ -112,7 +112,7 @@ def test_requirements_say_why_not():
 
 
 def test_passes_and_runtimes_check_their_requirements_before_running(tmp_path):
-    from bench.runtimes import RuntimeContext, make_session
+    from bench.measure.runtimes import RuntimeContext, make_session
     from compress.base import PassContext, Variant, make_pass
     from models.errors import Unsupported
 

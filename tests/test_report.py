@@ -11,7 +11,7 @@ from typing import get_args, get_type_hints
 
 import pytest
 
-from bench import report, summary
+from bench.decide import report, summary
 from bench.records import Record
 from bench.store import RunDir
 

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 
 from bench.cli import main
-from bench.meters import choose_meter
+from bench.measure.meters import choose_meter
 from bench.records import Record
-from bench.runner import run
+from bench.run.runner import run
 from bench.store import RunDir, run_folders
 from models.fingerprint import files_sha256, onnx_files
 
@@ -147,7 +147,7 @@ def test_smoke_matrix_records_every_pass(matrix_run):
 
 def test_summary_marks_each_twins_frontier(matrix_run):
     records, paths = matrix_run
-    from bench.frontier import frontier_keys
+    from bench.decide.frontier import frontier_keys
 
     on_front = frontier_keys(records)
     for twin in ("grid-gnn", "diffusion-forecaster"):
@@ -178,7 +178,7 @@ def test_select_exports_an_onnx_variant_that_reproduces_its_quality(matrix_run, 
 
 def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tmp_path):
     """A pruned, fine-tuned torch variant: safetensors weights + lineage rebuild the same module."""
-    from bench.select import Constraints, export, select
+    from bench.decide.select import Constraints, export, select
     from bench.store import load_records
     from compress.replay import load_exported
     from models.export import torch_predict_fn
@@ -234,7 +234,7 @@ def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, 
     artifact or a changed weights cache is refused and leaves nothing behind."""
     from dataclasses import replace
 
-    from bench.select import Constraints, export, select
+    from bench.decide.select import Constraints, export, select
     from bench.store import load_records
     from models.errors import InputError
 
@@ -285,7 +285,7 @@ def test_export_refuses_a_linked_external_data_file(matrix_run, tmp_path):
         if not d.is_symlink():
             d.unlink()
             d.symlink_to(outside)
-    from bench.select import Constraints, export, select
+    from bench.decide.select import Constraints, export, select
     from models.errors import InputError
 
     sel = select([linked[0]], linked[0].twin, Constraints(max_quality_loss_pct=1e9))

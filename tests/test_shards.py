@@ -7,8 +7,10 @@ import os
 import pytest
 
 from bench import suites
-from bench.plan import REFERENCE, RunPlan, estimate_shard_seconds, estimate_wall_seconds, make_plan, make_shards
-from bench.runner import run
+from bench.plan import REFERENCE, RunPlan
+from bench.run.estimate import estimate_shard_seconds, estimate_wall_seconds
+from bench.run.planning import make_plan, make_shards
+from bench.run.runner import run
 from bench.store import RunDir, run_folders
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError
@@ -122,10 +124,10 @@ def test_ray_measures_the_cells_local_measures_with_the_same_quality(pair_suite,
 
 
 def test_a_worker_that_dies_is_retried_and_its_cells_recorded_once(pair_suite, smoke_grid, tmp_path, monkeypatch):
-    import bench.ray_executor
+    import bench.run.ray_executor
 
     marker = tmp_path / "died-once"
-    real = bench.ray_executor.measure_shard_job
+    real = bench.run.ray_executor.measure_shard_job
 
     def dies_on_its_first_attempt(job):
         if not marker.exists():
@@ -133,23 +135,23 @@ def test_a_worker_that_dies_is_retried_and_its_cells_recorded_once(pair_suite, s
             os._exit(1)  # the worker process dies mid-shard: Ray retries the task elsewhere
         return real(job)
 
-    monkeypatch.setattr(bench.ray_executor, "measure_shard_job", dies_on_its_first_attempt)
+    monkeypatch.setattr(bench.run.ray_executor, "measure_shard_job", dies_on_its_first_attempt)
     path = _gnn_pair(tmp_path / "runs", "ray").path
     keys = [r.cell_key for r in RunDir.open(path).records()]
     assert marker.exists() and len(keys) == len(set(keys)) == 12
 
 
 def test_a_shard_that_keeps_failing_becomes_error_records(pair_suite, smoke_grid, tmp_path, monkeypatch):
-    import bench.ray_executor
+    import bench.run.ray_executor
 
-    real = bench.ray_executor.measure_shard_job
+    real = bench.run.ray_executor.measure_shard_job
 
     def second_shard_always_dies(job):
         if job.shard.id.endswith("/1"):
             os._exit(1)
         return real(job)
 
-    monkeypatch.setattr(bench.ray_executor, "measure_shard_job", second_shard_always_dies)
+    monkeypatch.setattr(bench.run.ray_executor, "measure_shard_job", second_shard_always_dies)
     records = RunDir.open(_gnn_pair(tmp_path / "runs", "ray").path).records()
     assert len({r.cell_key for r in records}) == len(records) == 12
     failed = [r for r in records if r.status == "error"]
@@ -161,7 +163,7 @@ def test_a_shard_that_keeps_failing_becomes_error_records(pair_suite, smoke_grid
 @pytest.mark.parametrize("address, message", [("127.0.0.1:1", "no Ray head answers"), ("nonsense", "HOST:PORT")])
 def test_a_wrong_ray_address_is_a_message_within_seconds(address, message):
     """ray.init retries an unreachable head for minutes; the executor checks it first."""
-    from bench.ray_executor import RayExecutor
+    from bench.run.ray_executor import RayExecutor
 
     with pytest.raises(ConfigError, match=message):
         RayExecutor("cpu", address=address, log=lambda m: None)

@@ -57,7 +57,7 @@ def test_onnx_export_matches_pytorch(reference, name, tmp_path):
 def test_a_sessions_step_is_its_handle_run_bare(reference, runtime, tmp_path):
     """The harness-overhead benchmark times `handle` bare against `bind`'s step: both must be the
     same inference on the same object, or the ratio compares two different things."""
-    from bench.runtimes import RuntimeContext, make_session
+    from bench.measure.runtimes import RuntimeContext, make_session
 
     twin, model = reference["grid-gnn"]
     session = make_session(runtime, model, RuntimeContext(device="cpu", threads=1, workdir=tmp_path, twin=twin))

@@ -4,7 +4,7 @@
 def pytest_benchmark_update_machine_info(config, machine_info):
     import torch
 
-    from bench.environment import cpu_model, gpu_info
+    from bench.measure.environment import cpu_model, gpu_info
 
     machine_info["cpu_model"] = cpu_model()
     machine_info["torch"] = torch.__version__

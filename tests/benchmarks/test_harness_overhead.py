@@ -26,11 +26,12 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
-from bench.cell import latency_pass, open_session, prepare
-from bench.plan import Cell, make_plan
-from bench.stats import Summary, summarize
+from bench.measure.cell import latency_pass, open_session, prepare
+from bench.measure.stats import Summary, summarize
+from bench.measure.validity import others_cpu_seconds
+from bench.plan import Cell
+from bench.run.planning import make_plan
 from bench.suites import load_suite
-from bench.validity import others_cpu_seconds
 from compress.base import Variant
 from models.checkpoint import train_or_load
 from models.registry import get_twin

@@ -12,9 +12,11 @@ import time
 import pytest
 import torch
 
-from bench.cell import open_session
-from bench.meters import choose_meter
-from bench.plan import Cell, make_plan
+from bench.measure.cell import open_session
+from bench.measure.meters import choose_meter
+from bench.measure.runtimes import target_of
+from bench.plan import Cell
+from bench.run.planning import make_plan
 from bench.suites import load_suite
 from compress.base import Variant
 from models.checkpoint import train_or_load
@@ -58,7 +60,7 @@ def test_nightly_latency(benchmark, references, tmp_path, twin_name, variant, ru
     from compress.base import PassContext
 
     try:
-        built = variant.build(model, PassContext(twin=twin, device=DEVICE, workdir=tmp_path, target=cell.target))
+        built = variant.build(model, PassContext(twin=twin, device=DEVICE, workdir=tmp_path, target=target_of(cell)))
         session, quality, _ = open_session(cell, twin, built, plan, tmp_path, log=lambda m: None)
     except Unsupported as e:  # shown in the -ra summary with its reason, never silently
         pytest.skip(f"unsupported here: {e.reason}")

@@ -18,9 +18,10 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from bench.executor import ShardJob, ShardResult  # noqa: E402
-from bench.plan import estimate_shard_seconds, estimate_wall_seconds, make_plan, make_shards  # noqa: E402
-from bench.ray_executor import NODE_RESOURCE, RayExecutor  # noqa: E402
+from bench.run.estimate import estimate_shard_seconds, estimate_wall_seconds  # noqa: E402
+from bench.run.executor import ShardJob, ShardResult  # noqa: E402
+from bench.run.planning import make_plan, make_shards  # noqa: E402
+from bench.run.ray_executor import NODE_RESOURCE, RayExecutor  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 
 WORKERS = 8

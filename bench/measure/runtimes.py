@@ -77,6 +77,11 @@ def get_runtime(name: str) -> Runtime:
     return RUNTIMES.get(name)
 
 
+def target_of(cell) -> str:
+    """Which model of a cell's variant its runtime runs ("torch" or "onnx")."""
+    return get_runtime(cell.runtime).target
+
+
 def make_session(name: str, model: torch.nn.Module, ctx: RuntimeContext) -> Session:
     runtime = get_runtime(name)
     if reason := runtime.requires.unmet(ctx.device, runtime.target):

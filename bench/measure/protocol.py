@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import environment
-from bench.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
-from bench.meters import Meter
+from bench.measure import environment
+from bench.measure.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
+from bench.measure.meters import Meter
+from bench.measure.runtimes import target_of
+from bench.measure.stats import summarize
+from bench.measure.validity import compute_precision, energy_floor, others_cpu_seconds, validity_flags
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
-from bench.stats import summarize
-from bench.validity import compute_precision, energy_floor, others_cpu_seconds, validity_flags
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
 from models.export import torch_predict_fn
@@ -76,10 +77,10 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
 
     def variant_model(cell: Cell) -> torch.nn.Module:
         """The variant's model for the cell's target, built once (passes are deterministic)."""
-        key = (cell.variant.id, cell.target)
+        key = (cell.variant.id, target_of(cell))
         if key not in variant_models:
             pass_ctx = PassContext(
-                twin=twin, device=cell.device, workdir=workdir, target=cell.target, log=log,
+                twin=twin, device=cell.device, workdir=workdir, target=target_of(cell), log=log,
                 notes=notes.setdefault(key, []),
             )  # fmt: skip
             variant_models[key] = cell.variant.build(model, pass_ctx)
@@ -93,7 +94,7 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
             try:
                 built = variant_model(cell)
                 sessions[key] = open_session(
-                    cell, twin, built, plan, workdir, log, notes.setdefault((cell.variant.id, cell.target), [])
+                    cell, twin, built, plan, workdir, log, notes.setdefault((cell.variant.id, target_of(cell)), [])
                 )
             except (KeyboardInterrupt, TwinbenchError):
                 raise
@@ -120,15 +121,15 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
     flops: dict[tuple[str, int], float | None] = {}
     for p in prepared:
         c, m = p.cell, variant_model(p.cell)
-        if (c.variant.id, c.target) not in weights:
-            weights[(c.variant.id, c.target)] = weights_sha256(m)
+        if (c.variant.id, target_of(c)) not in weights:
+            weights[(c.variant.id, target_of(c))] = weights_sha256(m)
         if (c.variant.id, c.batch_size) not in flops:
             # Counted on the variant's torch model (for quantized ONNX: the fp32 graph it came from).
             inputs = twin.example_inputs(c.batch_size, plan.seed)
             flops[(c.variant.id, c.batch_size)] = flops_per_inference(copy.deepcopy(m), inputs)
-        extra = dict(weights_sha256=weights[(c.variant.id, c.target)], flops_per_inference=flops[(c.variant.id, c.batch_size)],
+        extra = dict(weights_sha256=weights[(c.variant.id, target_of(c))], flops_per_inference=flops[(c.variant.id, c.batch_size)],
                      params=parameter_count(m),
-                     model_info=model_info(twin, m, notes.get((c.variant.id, c.target), [])))  # fmt: skip
+                     model_info=model_info(twin, m, notes.get((c.variant.id, target_of(c)), [])))  # fmt: skip
         records.append(_record(p, windows, reference.value, twin, shard, ctx, extra))
     return _against_own_reference(records, shard)
 

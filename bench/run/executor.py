@@ -1,7 +1,7 @@
 """Executors: who measures a run's shards, and where.
 
 A shard job is self-contained (the plan, the shard, the run id and folder), so it can be measured
-in this process (`local`) or on a Ray worker that owns a GPU or a node (`ray`, bench/ray_executor.py,
+in this process (`local`) or on a Ray worker that owns a GPU or a node (`ray`, bench/run/ray_executor.py,
 imported only when asked for). Results stream back to the driver, which alone writes the run folder.
 """
 
@@ -16,11 +16,12 @@ from typing import Protocol
 
 import torch
 
-from bench import environment
-from bench.meters import choose_meter, visible_gpu_index
-from bench.plan import RunPlan, Shard, estimate_shard_seconds
-from bench.protocol import ShardContext, measure_shard
+from bench.measure import environment
+from bench.measure.meters import choose_meter, visible_gpu_index
+from bench.measure.protocol import ShardContext, measure_shard
+from bench.plan import RunPlan, Shard
 from bench.records import Record
+from bench.run.estimate import estimate_shard_seconds
 from models.checkpoint import train_or_load
 from models.grid.cache import load_grid
 from models.registry import get_twin

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import ray
 
-from bench.executor import Progress, ShardJob, ShardResult, error_records, measure_shard_job
+from bench.run.executor import Progress, ShardJob, ShardResult, error_records, measure_shard_job
 from models.errors import ConfigError
 
 NODE_RESOURCE = "twinbench_node"

@@ -2,8 +2,8 @@
 # Run a suite on a lent GPU machine from carried wheels and a carried cache, then bundle the run
 # folder into $OUT. Nothing here needs the network. From the repository root on the device:
 #
-#   bash bench/gpu_run.sh SUITE [twinbench run options...]      # a new run
-#   RESUME=results/runs/<run_id> bash bench/gpu_run.sh          # continue it (same warm machine)
+#   bash bench/run/gpu_run.sh SUITE [twinbench run options...]      # a new run
+#   RESUME=results/runs/<run_id> bash bench/run/gpu_run.sh          # continue it (same warm machine)
 #
 # Carry `.whl` (the wheels the device lacks, for CPython 3.12: see ../shared/GPU.md) and `.cache`
 # (grid data and checkpoints built here: `make data SUITE=...`, `twinbench train --suite ...`).
@@ -27,7 +27,7 @@ if [ -n "${RESUME:-}" ]; then
   timeout "$LIMIT_S" python3 -m bench run --resume "$RESUME" 2>>"$log" | tee -a "$log"
   run="$RESUME"
 else
-  suite=${1:?usage: bench/gpu_run.sh SUITE [run options]}; shift
+  suite=${1:?usage: bench/run/gpu_run.sh SUITE [run options]}; shift
   before=$(ls -d results/runs/*/ 2>/dev/null | sort)
   timeout "$LIMIT_S" python3 -m bench run --suite "$suite" --out results/runs "$@" 2>>"$log" | tee -a "$log"
   run=$(comm -13 <(echo "$before") <(ls -d results/runs/*/ 2>/dev/null | sort) | head -1)

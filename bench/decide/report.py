@@ -21,11 +21,10 @@ from typing import NamedTuple
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
-from bench.annual import NotProjectable, Schedule, project
-from bench.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
-from bench.records import Record, compression_summary, is_capped
+from bench.decide.annual import NotProjectable, Schedule, project
+from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
+from bench.records import Record, compression_summary, describe_flags, is_capped
 from bench.store import write_output
-from bench.validity import describe_flags
 
 RUNTIME_COLOURS = {
     "torch-eager": "#1f77b4",

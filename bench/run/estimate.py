@@ -24,15 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import (
-    SETUP_S_PER_CELL,
-    Cell,
-    RunPlan,
-    estimate_wall_seconds,
-    make_shards,
-    runs_here,
-    unsupported_reason,
-)
+from bench.plan import Cell, RunPlan, Shard
+from bench.run.planning import make_shards, measured_count, runs_here, unsupported_reason
 from compress.base import Variant, step_spec
 from models.checkpoint import checkpoint_path
 from models.errors import TwinbenchError
@@ -42,6 +35,7 @@ from models.registry import TrainableTwin, get_twin
 DRY_RUN_WORKERS = (1, 8)
 DOES_NOT_FIT = "does not fit"  # a dry run saying so exits 1, as the run it describes would
 RAY_SHARD_SIZE = 4  # the runner's default shard size on several workers (runner._default_shard_size)
+SETUP_S_PER_CELL = 6.0  # accuracy pass, session build, warm-up: a rough figure for the estimate
 
 
 @dataclass(frozen=True)
@@ -278,6 +272,23 @@ def describe(
         "plus idle windows; training: all max_epochs, first, then measuring. Rough figures, not a promise."
     )
     return "\n".join(lines)
+
+
+def estimate_shard_seconds(plan: RunPlan, shard: Shard) -> float:
+    """Accuracy pass, warm-up, latency pass and windows of each cell, plus the idle windows. A cell
+    known to be unsupported (`unsupported_reason`) is recorded at once: it costs nothing here."""
+    per_cell = SETUP_S_PER_CELL + plan.window_s * (2 + plan.repetitions)
+    return measured_count(plan, shard) * per_cell + plan.repetitions * plan.window_s
+
+
+def estimate_wall_seconds(plan: RunPlan, shards: list[Shard], workers: int) -> float:
+    """Makespan of the shards on `workers` devices, longest first onto the least loaded (as the
+    executors schedule them)."""
+    loads = [0.0] * max(1, workers)
+    for shard in shards:  # make_shards sorts them longest first
+        i = loads.index(min(loads))
+        loads[i] += estimate_shard_seconds(plan, shard)
+    return max(loads)
 
 
 def _training_lines(plan: RunPlan, needs: TrainingNeeds) -> list[str]:

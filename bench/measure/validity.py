@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import psutil
 
+from bench.records import CONTENDED_CORES
+
 HIGH_CV = 0.02
 GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part of the time
 SHORT_FRACTION = 0.9  # a window calibrated for 5 s that lasted under 4.5 s is short too
@@ -34,12 +36,6 @@ SPARSE_24_SPEEDUP = 2.0  # 2:4 sparse tensor cores: twice the dense peak (datash
 
 # What each pass leaves its model computing in (passes not named keep their input's precision).
 _HALF_DTYPES = {"float16": "fp16", "bfloat16": "bf16"}
-
-
-# Cores that other processes may keep busy during a window before the cell is flagged `contended`.
-# A background daemon's blips stay far below half a core; one busy neighbour (a test run, a training)
-# takes a whole core, and on the 2-core dev machine made torch-eager latencies 50x worse.
-CONTENDED_CORES = 0.5
 
 
 def validity_flags(
@@ -121,13 +117,3 @@ def energy_floor(flops: float | None, env: dict, precision: str = "fp32") -> flo
                 return None
             return flops * peak["tdp_w"] / (tflops * (SPARSE_24_SPEEDUP if sparse else 1.0) * 1e12)
     return None
-
-
-def describe_flags(r) -> str:
-    """A record's flags for a table cell, the cross-check's figure beside `counter_disagrees`."""
-    shown = []
-    for flag in r.flags:
-        if flag == "counter_disagrees" and r.energy_crosscheck_pct is not None:
-            flag = f"{flag} (power {r.energy_crosscheck_pct:+.0f} % vs counter)"
-        shown.append(flag)
-    return ", ".join(shown)

@@ -1,7 +1,7 @@
 """A run, orchestrated: plan it (or load the plan of a run being resumed), cut what is left into
 shards, hand them to an executor, and write each shard's records to the run folder and the history
-as they arrive. The measurement itself is bench/protocol.py; the plan bench/plan.py; who measures
-where, bench/executor.py."""
+as they arrive. The measurement itself is bench/measure/protocol.py; the plan bench/plan.py; who measures
+where, bench/run/executor.py."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from pathlib import Path
 
 import torch
 
-from bench import environment, report, store, summary
-from bench.estimate import RAY_SHARD_SIZE, describe, training_needs
-from bench.executor import EXECUTORS, Executor, LocalExecutor, ShardJob, ShardResult
-from bench.meters import choose_meter
-from bench.plan import Cell, RunPlan, Shard, estimate_wall_seconds, make_plan, make_shards, runs_here
+from bench import store
+from bench.decide import report, summary
+from bench.measure import environment
+from bench.measure.meters import choose_meter
+from bench.plan import Cell, RunPlan, Shard
+from bench.run.estimate import RAY_SHARD_SIZE, describe, estimate_wall_seconds, training_needs
+from bench.run.executor import EXECUTORS, Executor, LocalExecutor, ShardJob, ShardResult
+from bench.run.planning import make_plan, make_shards, runs_here
 from bench.store import RunDir, history_path, new_run_id, try_append_history
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError, Verdict
@@ -200,7 +203,7 @@ def make_executor(name: str, device: str, address: str | None, log: Callable[[st
             raise ConfigError("--ray-address needs --executor ray")
         return LocalExecutor(log)
     try:
-        from bench.ray_executor import RayExecutor  # Ray is imported only when asked for
+        from bench.run.ray_executor import RayExecutor  # Ray is imported only when asked for
     except ImportError as e:
         raise ConfigError(f"--executor ray needs Ray, which is not importable here ({e}): "
                           "pip install -e '.[ray]', or run with the local executor") from e  # fmt: skip

@@ -14,10 +14,10 @@ import numpy as np
 import psutil
 import torch
 
-from bench.meters import Meter
+from bench.measure.meters import Meter
+from bench.measure.runtimes import RuntimeContext, Session, make_session, target_of
+from bench.measure.stats import percentiles_ms
 from bench.plan import Cell, RunPlan
-from bench.runtimes import RuntimeContext, Session, make_session
-from bench.stats import percentiles_ms
 from compress.base import PassContext
 from models.fingerprint import files_sha256, onnx_files
 
@@ -61,7 +61,7 @@ def open_session(
         twin=twin,
         device=cell.device,
         workdir=workdir,
-        target=cell.target,
+        target=target_of(cell),
         log=log,
         notes=[] if notes is None else notes,
     )

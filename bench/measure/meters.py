@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench.environment import gpu_state, is_throttled
+from bench.measure.environment import gpu_state, is_throttled
 from models.errors import Unsupported
 from models.plugins import Registry, Requirements
 
@@ -62,7 +62,7 @@ class Meter:
     devices: ClassVar[tuple[str, ...]] = ()  # the devices it can meter: cpu, cuda
     priority: ClassVar[int] = 0
     requires: ClassVar[Requirements] = Requirements()
-    preroll_s: ClassVar[float] = 0.0  # the work a window's steps run before it opens (bench.cell.window)
+    preroll_s: ClassVar[float] = 0.0  # the work a window's steps run before it opens (bench.measure.cell.window)
 
     def __init__(self, sync: Callable[[], None] = _noop) -> None:
         self.sync = sync

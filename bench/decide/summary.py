@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
-from bench.records import Record, compression_summary, is_capped
+from bench.decide.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
+from bench.records import Record, compression_summary, describe_flags, is_capped
 from bench.store import write_output
-from bench.validity import describe_flags
 
 REFERENCE_RUNTIME = "torch-eager"
 

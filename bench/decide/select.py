@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from bench.annual import NotProjectable, Projection, Schedule, project, render_table
-from bench.frontier import OBJECTIVES, TIE_RULE, cost, dominates, groups, pareto, tie_groups, tied, ties_of
-from bench.records import Record
+from bench.decide.annual import NotProjectable, Projection, Schedule, project, render_table
+from bench.decide.frontier import OBJECTIVES, TIE_RULE, cost, dominates, groups, pareto, tie_groups, tied, ties_of
+from bench.records import CONTENDED_CORES, Record
 from bench.store import RunDir
 from bench.suites import MODEL_SIZES, load_suite
-from bench.validity import CONTENDED_CORES
 from compress.replay import rebuild_variant
 from models.checkpoint import identity
 from models.errors import ConfigError, InputError, UnknownNameError, Verdict
