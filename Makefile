@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbench-installed
 SUITE ?= smoke
 
-.PHONY: setup browser test data bench bench-smoke bench-data bench-harness nightly report lint clean
+.PHONY: setup browser docs test data bench bench-smoke bench-data bench-harness nightly report lint clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,15 @@ browser:
 	@command -v chromium >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium >/dev/null; }
 
-test: setup browser
+# The docs/ pages, built strictly: a broken link or anchor, or a page missing from nav (mkdocs.yml),
+# fails. The README's links into docs/ are checked here too (mkdocs does not read the README).
+docs: setup
+	@missing=$$(grep -o '](docs/[^)#]*' README.md | cut -c3- | sort -u | while read -r f; do \
+	  test -e "$$f" || echo "$$f"; done); \
+	test -z "$$missing" || { echo "README.md links to missing files: $$missing"; exit 1; }
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .cache/site
+
+test: setup browser docs
 	$(PY) -m pytest
 
 data: setup
