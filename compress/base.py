@@ -95,7 +95,7 @@ def training_note(cap: int | None, reference_epochs: int) -> dict:
 @dataclass(frozen=True)
 class Training:
     """Weights a pass trains (and caches) for a twin, as a run's estimate counts them before anything
-    is trained (bench/estimate.py): epochs, each costing `cost` epochs of the twin's reference training."""
+    is trained (bench/run/estimate.py): epochs, each costing `cost` epochs of the twin's reference training."""
 
     epochs: int  # at most: early stopping may end sooner
     cost: float = 1.0  # an epoch's cost as a share of an epoch of the reference's training

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bench.measure.validity import CONTENDED_CORES, others_cpu_seconds, validity_flags
-from bench.run.runner import run
+from bench.run.runner import RunRequest, run
 
 CLEAN = dict(window_s=5.0, cv=0.01, source="nvml", avg_power_w=100.0, idle_power_w=50.0, power_limit_w=700.0,
              throttled=False, outputs_match=True)  # fmt: skip
@@ -40,7 +40,8 @@ def test_others_cpu_seconds_counts_a_busy_neighbour_not_this_process(busy_neighb
 
 
 def _gnn_reference(out):
-    return run("smoke", twin="grid-gnn", variants=["reference"], runtime="onnxruntime", out=out, log=lambda m: None)
+    req = RunRequest(suite="smoke", twin="grid-gnn", variants=["reference"], runtime="onnxruntime", out=out)
+    return run(req, log=lambda m: None)
 
 
 def test_a_run_beside_a_busy_process_is_flagged_and_an_idle_one_is_not(smoke_grid, tmp_path, busy_neighbour):

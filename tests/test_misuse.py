@@ -11,8 +11,9 @@ import pytest
 
 from bench.cli import main
 from bench.decide.compare import compare
-from bench.decide.select import Constraints, export, select
-from bench.run.runner import run
+from bench.decide.export import export
+from bench.decide.select import Constraints, select
+from bench.run.runner import RunRequest, run
 from bench.store import RunDir, new_run_id, promote_baseline, run_folders
 from models.errors import ConfigError, InputError
 from tests.conftest import SMOKE_GRID
@@ -52,7 +53,7 @@ def test_nan_is_refused_by_the_api_too(tmp_path):
     with pytest.raises(ConfigError):
         compare(RECORDS, RECORDS, threshold_pct=math.nan)
     with pytest.raises(ConfigError):
-        run("smoke", max_minutes=math.nan, out=tmp_path)
+        run(RunRequest(suite="smoke", max_minutes=math.nan, out=tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,7 +9,7 @@ import pytest
 from bench.cli import main
 from bench.measure.meters import choose_meter
 from bench.records import Record
-from bench.run.runner import run
+from bench.run.runner import RunRequest, run
 from bench.store import RunDir, run_folders
 from models.fingerprint import files_sha256, onnx_files
 
@@ -26,11 +26,15 @@ def smoke_run(tmp_path_factory, smoke_grid):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt) as caught:  # the reference only: the variant matrix is tested below
-        run("smoke", out=out, variants=["reference"], log=lambda m: None, progress=interrupt_after_first_twin)
+        run(
+            RunRequest(suite="smoke", out=out, variants=["reference"]),
+            log=lambda m: None,
+            progress=interrupt_after_first_twin,
+        )
     (path,) = run_folders(out)
     assert caught.value.path == path  # the interrupt names the folder to --resume (issue 23 item 10)
     after_interrupt = RunDir.open(path).records()
-    run(resume=path, log=lambda m: None)
+    run(RunRequest(resume=path), log=lambda m: None)
     return path, after_interrupt
 
 
@@ -116,8 +120,11 @@ def matrix_run(tmp_path_factory, smoke_grid):
     """The smoke suite's whole variant matrix on the GNN (the fastest twin), and its diffusion-only
     passes on the diffusion twin: together, every pass of the suite."""
     out = tmp_path_factory.mktemp("matrix")
-    gnn = run("smoke", twin="grid-gnn", out=out, log=lambda m: None)
-    diffusion = run("smoke", twin="diffusion-forecaster", variants=sorted(DIFFUSION_ONLY), out=out, log=lambda m: None)
+    gnn = run(RunRequest(suite="smoke", twin="grid-gnn", out=out), log=lambda m: None)
+    diffusion = run(
+        RunRequest(suite="smoke", twin="diffusion-forecaster", variants=sorted(DIFFUSION_ONLY), out=out),
+        log=lambda m: None,
+    )
     return gnn.records() + diffusion.records(), [gnn.path, diffusion.path]
 
 
@@ -178,7 +185,8 @@ def test_select_exports_an_onnx_variant_that_reproduces_its_quality(matrix_run, 
 
 def test_select_exports_a_torch_variant_that_rebuilds(matrix_run, smoke_grid, tmp_path):
     """A pruned, fine-tuned torch variant: safetensors weights + lineage rebuild the same module."""
-    from bench.decide.select import Constraints, export, select
+    from bench.decide.export import export
+    from bench.decide.select import Constraints, select
     from bench.store import load_records
     from compress.replay import load_exported
     from models.export import torch_predict_fn
@@ -216,7 +224,7 @@ def test_resume_repairs_a_record_cut_mid_write(smoke_run, tmp_path):
     with pytest.raises(InputError, match="line 12: unfinished"):
         RunDir.open(copy).records()
     logs = []
-    run(resume=copy, log=logs.append)
+    run(RunRequest(resume=copy), log=logs.append)
     records = RunDir.open(copy).records()
     keys = [r.cell_key for r in records]
     assert (
@@ -234,7 +242,8 @@ def test_export_writes_only_the_bytes_the_record_measured(matrix_run, tmp_path, 
     artifact or a changed weights cache is refused and leaves nothing behind."""
     from dataclasses import replace
 
-    from bench.decide.select import Constraints, export, select
+    from bench.decide.export import export
+    from bench.decide.select import Constraints, select
     from bench.store import load_records
     from models.errors import InputError
 
@@ -285,7 +294,8 @@ def test_export_refuses_a_linked_external_data_file(matrix_run, tmp_path):
         if not d.is_symlink():
             d.unlink()
             d.symlink_to(outside)
-    from bench.decide.select import Constraints, export, select
+    from bench.decide.export import export
+    from bench.decide.select import Constraints, select
     from models.errors import InputError
 
     sel = select([linked[0]], linked[0].twin, Constraints(max_quality_loss_pct=1e9))

@@ -10,7 +10,7 @@ from bench import suites
 from bench.plan import REFERENCE, RunPlan
 from bench.run.estimate import estimate_shard_seconds, estimate_wall_seconds
 from bench.run.planning import make_plan, make_shards
-from bench.run.runner import run
+from bench.run.runner import RunRequest, run
 from bench.store import RunDir, run_folders
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError
@@ -93,20 +93,20 @@ def test_resume_uses_the_saved_plan_not_the_edited_suite(pair_suite, smoke_grid,
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run("pair", out=out, shard_size=1, log=lambda m: None, progress=stop_after_first_shard)
+        run(RunRequest(suite="pair", out=out, shard_size=1), log=lambda m: None, progress=stop_after_first_shard)
     (path,) = run_folders(out)
     first = RunDir.open(path).records()
     assert 0 < len(first) < 12
     _write_suite(pair_suite, window=0.3, repetitions=5, batch_sizes="[2]")  # edited between start and resume
-    run(resume=path, shard_size=1, log=lambda m: None)
+    run(RunRequest(resume=path, shard_size=1), log=lambda m: None)
     records = RunDir.open(path).records()
     assert sorted(r.batch_size for r in records) == [1] * 6 + [8] * 6  # the saved batch sizes, 12 cells once
     assert {r.repetitions for r in records} == {3}  # the saved repetitions
     assert len({r.cell_key for r in records}) == 12
 
 
-def _gnn_pair(out, executor, **kw):
-    return run("pair", out=out, executor=executor, shard_size=1, log=lambda m: None, **kw)
+def _gnn_pair(out, executor):
+    return run(RunRequest(suite="pair", out=out, executor=executor, shard_size=1), log=lambda m: None)
 
 
 def test_ray_measures_the_cells_local_measures_with_the_same_quality(pair_suite, smoke_grid, tmp_path):

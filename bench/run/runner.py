@@ -10,7 +10,8 @@ import math
 import re
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,71 +27,99 @@ from bench.run.planning import make_plan, make_shards, runs_here
 from bench.store import RunDir, history_path, new_run_id, try_append_history
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError, Verdict
+from models.grid.build import build_if_missing
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `twinbench run` asks for: a suite narrowed by the rest, or a run folder to resume."""
+
+    suite: str | None = None
+    device: str | None = None
+    twin: str | None = None
+    grid: str | None = None  # instead of the suite's grids (a name; a user grid's cache must exist)
+    runtime: str | None = None
+    threads: int | None = None
+    variants: list[str] | None = None  # selectors: variant ids or pass names
+    out: Path | None = None  # the folder for run folders (default results/runs)
+    resume: Path | None = None  # a run folder to continue: its plan.json, never the suite file
+    max_minutes: float | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    shard_size: int | None = None
 
 
 def run(
-    suite_name: str | None = None,
-    *,
-    device: str | None = None,
-    twin: str | None = None,
-    grid: str | None = None,
-    runtime: str | None = None,
-    threads: int | None = None,
-    out: Path | None = None,
-    resume: Path | None = None,
-    max_minutes: float | None = None,
-    variants: list[str] | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
-    shard_size: int | None = None,
-    log: Callable[[str], None] = print,
+    req: RunRequest, log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda done, total, what: None,
-) -> RunDir:
-    """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input.
+) -> RunDir:  # fmt: skip
+    """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
+    if req.max_minutes is not None and not (math.isfinite(req.max_minutes) and req.max_minutes > 0):
+        raise ConfigError(f"--max-minutes must be a positive number, got {req.max_minutes}")
+    if req.resume is None:
+        return _execute(_new_plan(req, log), None, req, log, progress)
+    if req.grid is not None:
+        raise ConfigError("--resume continues the grids of its plan: drop --grid")
+    run_dir = RunDir.open(req.resume)
+    with run_dir.lock():
+        plan, run_id = _saved_plan(run_dir)
+        if plan.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{req.resume} is a CUDA run, and CUDA is not available here: resume it on a GPU machine")
+        if repaired := run_dir.repair():
+            log(f"warning: {repaired}")
+        return _execute(plan, (run_dir, run_id), req, log, progress)
 
-    `grid`: measure on this grid instead of the suite's (its name; a user grid's cache must exist)."""
-    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
-        raise ConfigError(f"--max-minutes must be a positive number, got {max_minutes}")
-    if resume is not None:
-        if grid is not None:
-            raise ConfigError("--resume continues the grids of its plan: drop --grid")
-        run_dir = RunDir.open(resume)
-        with run_dir.lock():
-            saved = run_dir.read_json("plan.json")
-            plan = RunPlan.from_dict(saved)  # the saved plan, never the suite file
-            if not isinstance(saved.get("run_id"), str):
-                raise InputError(f"malformed plan.json in {resume}: no run_id")
-            if plan.device == "cuda" and not torch.cuda.is_available():
-                raise ConfigError(f"{resume} is a CUDA run, and CUDA is not available here: resume it on a GPU machine")
-            repaired = run_dir.repair()
-            if repaired:
-                log(f"warning: {repaired}")
-            done = {r.cell_key for r in run_dir.records()}
-            with _executor(executor, plan.device, ray_address, log) as ex:
-                todo = [c for c in plan.cells() if c.key not in done]
-                shards = _shards(plan, todo, ex, shard_size, max_minutes, log)
-                with _names_folder_when_interrupted(run_dir):
-                    _measure(run_dir, plan, saved["run_id"], ex, shards, log, progress)
-        return run_dir
-    if suite_name is None:
+
+def _new_plan(req: RunRequest, log: Callable[[str], None] | None = None) -> RunPlan:
+    """The plan of a new run. With `log` (a run, not a dry run), a grid with no cache yet is built
+    first, as `twinbench data` would: workers load grids by name from the cache."""
+    if req.suite is None:
         raise ConfigError("give --suite (or --resume RUN)")
+    suite = load_suite(req.suite)
+    estimate_only = log is None
+    plan = make_plan(suite, req.device, req.twin, req.runtime, req.threads, req.variants, estimate_only=estimate_only)
+    if req.grid is not None:  # the name is all a plan needs
+        plan = dataclasses.replace(plan, grids=(req.grid,))
+    for grid in () if estimate_only else plan.grids:
+        build_if_missing(suite.grid_source(grid), log=log)
+    return plan
+
+
+def _saved_plan(run_dir: RunDir) -> tuple[RunPlan, str]:
+    saved = run_dir.read_json("plan.json")
+    plan = RunPlan.from_dict(saved)  # the saved plan, never the suite file
+    if not isinstance(saved.get("run_id"), str):
+        raise InputError(f"malformed plan.json in {run_dir.path}: no run_id")
+    return plan, saved["run_id"]
+
+
+def _execute(
+    plan: RunPlan, resumed: tuple[RunDir, str] | None, req: RunRequest, log: Callable[[str], None],
+    progress: Callable[[int, int, str], None],
+) -> RunDir:  # fmt: skip
+    """Measure what is left of `plan`. A new run's folder is created only once the plan is accepted
+    (refusals leave nothing behind); a resumed one is already locked by the caller."""
+    done = {r.cell_key for r in resumed[0].records()} if resumed else set()
+    todo = [c for c in plan.cells() if c.key not in done]
+    with _executor(req.executor, plan.device, req.ray_address, log) as ex, ExitStack() as held:
+        shards = _shards(plan, todo, ex, req.shard_size, req.max_minutes, log)  # refusals come before any folder
+        run_dir, run_id = resumed or _new_folder(plan, req.out, log, held)
+        with _names_folder_when_interrupted(run_dir):
+            _measure(run_dir, plan, run_id, ex, shards, log, progress)
+    return run_dir
+
+
+def _new_folder(plan: RunPlan, out: Path | None, log: Callable[[str], None], held: ExitStack) -> tuple[RunDir, str]:
+    """A new run folder holding plan.json, locked for the rest of the run (`held`)."""
     root = out or store.RUNS  # read at call time: tests point it elsewhere
     if root.exists() and not root.is_dir():
         raise InputError(f"--out {root} is a file, not a folder for runs")
-    plan = make_plan(load_suite(suite_name), device, twin, runtime, threads, variants)
-    if grid is not None:  # workers load the grid by name from the cache: the name is all a plan needs
-        plan = dataclasses.replace(plan, grids=(grid,))
-    with _executor(executor, plan.device, ray_address, log) as ex:
-        shards = _shards(plan, plan.cells(), ex, shard_size, max_minutes, log)  # refusals come before any folder
-        run_id = new_run_id(plan.suite)
-        run_dir = RunDir.create(root, run_id)
-        log(f"run folder: {run_dir.path}")
-        with run_dir.lock(), _names_folder_when_interrupted(run_dir):
-            run_dir.write_json(
-                "plan.json", {"run_id": run_id, **plan.to_dict(), "cells": [c.key for c in plan.cells()]}
-            )
-            _measure(run_dir, plan, run_id, ex, shards, log, progress)
-    return run_dir
+    run_id = new_run_id(plan.suite)
+    run_dir = RunDir.create(root, run_id)
+    log(f"run folder: {run_dir.path}")
+    held.enter_context(run_dir.lock())
+    run_dir.write_json("plan.json", {"run_id": run_id, **plan.to_dict(), "cells": [c.key for c in plan.cells()]})
+    return run_dir, run_id
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -146,27 +175,19 @@ def _shards(
     return shards
 
 
-def dry_run(
-    suite_name: str | None = None, *, device: str | None = None, twin: str | None = None, grid: str | None = None,
-    runtime: str | None = None, threads: int | None = None, resume: Path | None = None,
-    variants: list[str] | None = None, shard_size: int | None = None, max_minutes: float | None = None,
-) -> str:  # fmt: skip
+def dry_run(req: RunRequest) -> str:
     """The plan of a run (or of what is left of a run being resumed) as `run --dry-run` prints it:
     cells, shards, training to do and the estimated time. Measures nothing, writes nothing, starts
     no executor; a CUDA suite can be planned on a machine without CUDA (labelled as such)."""
-    if resume is not None:
-        run_dir = RunDir.open(resume)
+    if req.resume is not None:
+        run_dir = RunDir.open(req.resume)
         plan = RunPlan.from_dict(run_dir.read_json("plan.json"))
         done = {r.cell_key for r in run_dir.records()}
         todo = [c for c in plan.cells() if c.key not in done]
-    elif suite_name is None:
-        raise ConfigError("give --suite (or --resume RUN)")
     else:
-        plan = make_plan(load_suite(suite_name), device, twin, runtime, threads, variants, estimate_only=True)
-        if grid is not None:  # as `run` does
-            plan = dataclasses.replace(plan, grids=(grid,))
+        plan = _new_plan(req)
         todo = plan.cells()
-    text = describe(plan, todo, training_needs(plan), shard_size, max_minutes)
+    text = describe(plan, todo, training_needs(plan), req.shard_size, req.max_minutes)
     return text if runs_here(plan) else f"{text}\n(an estimate for a CUDA machine: `run` itself needs CUDA)"
 
 

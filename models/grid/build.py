@@ -199,6 +199,14 @@ def ensure_grid(
     return load_grid(source.name, root, config)
 
 
+def build_if_missing(grid: str | GridSource, root: Path | None = None, log=print) -> None:
+    """Build a grid that has no cache yet (a fresh clone's first `run` or `train`). A cache that
+    exists but is damaged or stale is left for `load_grid` to report, never silently replaced."""
+    source = grid if isinstance(grid, GridSource) else resolve_grid(grid, root=root)
+    if not (grid_dir(source.name, root) / "manifest.json").exists():
+        ensure_grid(source, root, log=log)
+
+
 def build_grid(source: GridSource | str, directory: Path, config: GridDataConfig, log=print) -> None:
     """Build every cached array of a grid (a SimBench code or a user's pandapower file) into `directory`."""
     source = source if isinstance(source, GridSource) else GridSource(source)

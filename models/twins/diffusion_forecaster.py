@@ -253,7 +253,7 @@ class DiffusionForecasterTwin(TrainableTwin, SteppedSampling):
     input_names = ("history", "calendar", "noise")
     output_name = "vm_samples"
     # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
-    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    # the figure comes from: a run's estimate before anything is trained (bench/run/estimate.py).
     training_seconds = {
         ("smoke", "cpu"): (55.0, "measured: 23 to 53 s for 30 epochs on 2 CPU cores (checkpoint metas, README)"),
         # Each step gathers its 256 windows on the CPU (~29 MB of history for ~100 buses) and copies

@@ -137,7 +137,7 @@ class GridGNNTwin(TrainableTwin):
     input_names = ("injections",)
     output_name = "voltages"
     # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
-    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    # the figure comes from: a run's estimate before anything is trained (bench/run/estimate.py).
     training_seconds = {
         ("smoke", "cpu"): (70.0, "measured: 22 to 71 s for 40 epochs on 2 CPU cores (checkpoint metas)"),
         # ~3,072 training snapshots in batches of 64: 48 steps an epoch, each a CPU-side collate of 64

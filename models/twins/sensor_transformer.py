@@ -99,7 +99,7 @@ class SensorTransformer(TrainableTwin):
     input_names = ("past_values",)
     output_name = "forecast"
     # The reference's training in seconds, at most (all max_epochs), by (size, device), with where
-    # the figure comes from: a run's estimate before anything is trained (bench/estimate.py).
+    # the figure comes from: a run's estimate before anything is trained (bench/run/estimate.py).
     training_seconds = {
         ("smoke", "cpu"): (60.0, "measured: 26 to 60 s for 15 epochs on 2 CPU cores (checkpoint metas)"),
         # Small models on a GPU are bound by kernel launches, syncs and AdamW, not FLOPs (130 GFLOP a

@@ -1,0 +1,10 @@
+"""`twinbench`: a thin command line over the Python API.
+
+`parser` holds the command table and `main`; `args` the shared argument types; one module per area
+(`data`: grids, twins and the machine; `run`: measuring; `decide`: reports, choices and gates)
+turns a command's arguments into one request to the library. Heavy imports happen inside commands.
+"""
+
+from bench.cli.parser import main
+
+__all__ = ["main"]

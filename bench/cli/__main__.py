@@ -1,0 +1,5 @@
+import sys
+
+from bench.cli.parser import main
+
+sys.exit(main())
