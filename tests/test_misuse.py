@@ -17,7 +17,7 @@ from bench.run.runner import RunRequest, run
 from bench.store import RunDir, new_run_id, promote_baseline, run_folders
 from models.errors import ConfigError, InputError
 from tests.conftest import SMOKE_GRID
-from tests.test_decide import RECORDS, _write_run
+from tests.decide.test_decide import RECORDS, _write_run
 
 NAN_AND_FRIENDS = ["nan", "inf", "-inf", "NaN"]
 

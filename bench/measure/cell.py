@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import psutil
@@ -20,6 +20,9 @@ from bench.measure.stats import percentiles_ms
 from bench.plan import Cell, RunPlan
 from compress.base import PassContext
 from models.fingerprint import files_sha256, onnx_files
+
+if TYPE_CHECKING:
+    from models.registry import Evaluation, Twin
 
 
 def checksum_match(a: np.ndarray, b: np.ndarray) -> bool:
@@ -42,7 +45,7 @@ def flops_per_inference(model: torch.nn.Module, inputs: tuple[np.ndarray, ...]) 
 class Prepared:
     cell: Cell
     session: Session
-    quality: object  # models.registry.Evaluation
+    quality: Evaluation
     step: Callable[[], object]
     reference_output: np.ndarray
     iterations: int
@@ -81,11 +84,11 @@ class Opened(NamedTuple):
     artifact bytes it loaded (ONNX Runtime; None for torch runtimes)."""
 
     session: Session
-    quality: object  # models.registry.Evaluation
+    quality: Evaluation
     artifact_sha256: str | None
 
 
-def prepare(cell: Cell, twin, opened: Opened, plan: RunPlan) -> Prepared:
+def prepare(cell: Cell, twin: Twin, opened: Opened, plan: RunPlan) -> Prepared:
     session, quality, artifact_sha = opened
     if cell.device == "cuda":
         torch.cuda.reset_peak_memory_stats()

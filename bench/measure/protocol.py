@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,13 +36,16 @@ from bench.measure.cell import Opened, Prepared, checksum_match, flops_per_infer
 from bench.measure.meters import Meter
 from bench.measure.runtimes import target_of
 from bench.measure.stats import summarize
-from bench.measure.validity import compute_precision, energy_floor, others_cpu_seconds, validity_flags
+from bench.measure.validity import Evidence, compute_precision, energy_floor, others_cpu_seconds, validity_flags
 from bench.plan import REFERENCE, Cell, RunPlan, Shard
 from bench.records import Record
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
 from models.export import torch_predict_fn
 from models.fingerprint import parameter_count, weights_sha256
+
+if TYPE_CHECKING:
+    from models.registry import Twin
 
 REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
 
@@ -67,7 +71,7 @@ def _error_reason(e: Exception) -> str:
     return text[:2000]
 
 
-def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext) -> list[Record]:
+def measure_shard(twin: Twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext) -> list[Record]:
     """Measure every cell of a shard; returns one record per cell of `shard.cells` (ok, unsupported
     or error). Its controls are measured alongside and only lend their figures as the reference."""
     plan, workdir, log = ctx.plan, ctx.workdir, ctx.log
@@ -134,14 +138,14 @@ def measure_shard(twin, model: torch.nn.Module, shard: Shard, ctx: ShardContext)
     return _against_own_reference(records, shard)
 
 
-def model_info(twin, model: torch.nn.Module, notes: list[dict]) -> dict:
+def model_info(twin: Twin, model: torch.nn.Module, notes: list[dict]) -> dict:
     """The twin's facts about a variant's model, and what its passes said (`compression`: what
     stayed fp32, a budget's choice and search trace, a capped training), each said once."""
     said = list({json.dumps(n, sort_keys=True): n for n in notes}.values())
     return {**twin.model_info(model), **({"compression": said} if said else {})}
 
 
-def _identity(cell: Cell, twin, shard: Shard, ctx: ShardContext) -> dict:
+def _identity(cell: Cell, twin: Twin, shard: Shard, ctx: ShardContext) -> dict:
     v = cell.variant
     return dict(run_id=ctx.run_id, suite=ctx.plan.suite, twin=twin.name, grid=twin.grid.grid, variant_id=v.id,
                 variant_name=v.name, lineage=v.lineage, runtime=cell.runtime, device=cell.device,
@@ -249,78 +253,90 @@ def _gpu_neighbours(readings: list, idle_readings: list) -> int | None:
     return max(seen) if seen else None
 
 
-def _record(p: Prepared, w: _Windows, ref_quality: float, twin, shard: Shard, ctx: ShardContext, extra: dict) -> Record:
-    """One cell's record from its windows: median, CI and CV per inference, flags, device state."""
-    c, key, plan = p.cell, p.cell.key, ctx.plan
-    n = p.iterations * c.batch_size
+def _record(
+    p: Prepared, w: _Windows, ref_quality: float, twin: Twin, shard: Shard, ctx: ShardContext, extra: dict
+) -> Record:
+    """One cell's record, built from its parts: identity, quality, energy, latency and validity."""
+    energy = _energy(p, w, ctx, extra["flops_per_inference"])
+    return Record(
+        **_identity(p.cell, twin, shard, ctx), **extra, **_artifact(p, ctx), **_quality(p, ref_quality),
+        **energy, **_latency(p, w, ctx.plan), **_validity(p, w, energy, ctx.plan),
+    )  # fmt: skip
+
+
+def _artifact(p: Prepared, ctx: ShardContext) -> dict:
+    path = p.session.artifact_path and os.path.relpath(p.session.artifact_path, ctx.workdir.parent)
+    return {"artifact_path": path, "artifact_sha256": p.artifact_sha256, "size_bytes": p.session.size_bytes}
+
+
+def _quality(p: Prepared, ref_quality: float) -> dict:
+    q = p.quality
+    return {
+        "quality_metric": q.primary, "quality_value": q.value, "quality_ref_value": ref_quality,
+        "quality_loss_pct": 100.0 * (q.value - ref_quality) / ref_quality, "quality_metrics": dict(q.metrics),
+    }  # fmt: skip
+
+
+def _energy(p: Prepared, w: _Windows, ctx: ShardContext, flops: float | None) -> dict:
+    """Joules per inference over the windows (median, CI, CV), where they came from, the idle
+    power and the dynamic share, the power cross-check and the energy floor."""
+    key, n = p.cell.key, p.iterations * p.cell.batch_size
     joules, seconds, readings = w.energy[key], w.seconds[key], w.readings[key]
     measured = all(j is not None for j in joules)
-    source = ctx.meter.source if measured else "none"
     stats = summarize([j / n for j in joules]) if measured else None
-    avg_power = float(np.median([j / s for j, s in zip(joules, seconds, strict=True)])) if measured else None
-    before, after = w.state_before[key], w.state_after[key]
-    # Before, after, or seen by the meter's watch during any window.
+    dynamic = None
+    if stats and w.idle_power_w is not None:
+        dynamic = dynamic_j_per_inference(joules, seconds, w.idle_power_w, n)
+    floor = cell_energy_floor(p.cell, flops, ctx.env)
+    return {
+        "energy_j_per_inference": stats.median if stats else None,
+        "energy_ci95_low": stats.ci95_low if stats else None,
+        "energy_ci95_high": stats.ci95_high if stats else None,
+        "energy_cv": stats.cv if stats else None,
+        "energy_source": ctx.meter.source if measured else "none",
+        "energy_dynamic_j_per_inference": dynamic,
+        "energy_crosscheck_pct": crosscheck_pct(readings) if measured else None,
+        "idle_power_w": w.idle_power_w,
+        "avg_power_w": float(np.median([j / s for j, s in zip(joules, seconds, strict=True)])) if measured else None,
+        "energy_floor_j": floor,
+        "energy_over_floor": (stats.median / floor) if (stats and floor) else None,
+    }
+
+
+def _latency(p: Prepared, w: _Windows, plan: RunPlan) -> dict:
+    seconds = float(np.median(w.seconds[p.cell.key]))
+    return {
+        "latency_ms_p50": p.latency["p50"], "latency_ms_p50_ci95_low": p.latency["p50_ci95_low"],
+        "latency_ms_p50_ci95_high": p.latency["p50_ci95_high"], "latency_ms_p90": p.latency["p90"],
+        "latency_ms_p99": p.latency["p99"], "latency_ms_mean": p.latency["mean"],
+        "throughput_per_s": p.iterations * p.cell.batch_size / seconds, "peak_memory_mb": p.peak_memory_mb,
+        "window_s": seconds, "iterations": p.iterations, "repetitions": plan.repetitions, "threads": p.session.threads,
+    }  # fmt: skip
+
+
+def _validity(p: Prepared, w: _Windows, energy: dict, plan: RunPlan) -> dict:
+    """The flags and the device state behind them: throttling before, after or during any window,
+    the busiest window's neighbours, outputs that differ from the reference's."""
+    key = p.cell.key
+    before, after, readings = w.state_before[key], w.state_after[key], w.readings[key]
     observations = (before.get("throttled"), after.get("throttled"), *(r.throttled for r in readings))
     seen = [x for x in observations if x is not None]
     throttled = any(seen) if seen else None
     # The busiest of its windows: one window shared with a neighbour is enough to distrust the cell.
     contention = max(w.contention[key]) if w.contention.get(key) else None
-    crosscheck = crosscheck_pct(readings) if measured else None
     neighbours = _gpu_neighbours(readings, w.idle_readings)
-    flags = validity_flags(
-        window_s=plan.window_s, cv=stats.cv if stats else None, source=source, avg_power_w=avg_power,
-        idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"), throttled=throttled,
-        outputs_match=w.outputs_match[key], contention_cores=contention, crosscheck_pct=crosscheck,
-        gpu_other_processes=neighbours, measured_window_s=float(np.median(seconds)),
+    evidence = Evidence(
+        window_s=plan.window_s, cv=energy["energy_cv"], source=energy["energy_source"],
+        avg_power_w=energy["avg_power_w"], idle_power_w=w.idle_power_w, power_limit_w=before.get("power_limit_w"),
+        throttled=throttled, outputs_match=w.outputs_match[key], contention_cores=contention,
+        crosscheck_pct=energy["energy_crosscheck_pct"], gpu_other_processes=neighbours,
+        measured_window_s=float(np.median(w.seconds[key])),
     )  # fmt: skip
-    dynamic = None
-    if stats and w.idle_power_w is not None:
-        dynamic = dynamic_j_per_inference(joules, seconds, w.idle_power_w, n)
-    floor = cell_energy_floor(c, extra["flops_per_inference"], ctx.env)
-    q = p.quality
-    return Record(
-        **_identity(c, twin, shard, ctx),
-        **extra,
-        artifact_path=p.session.artifact_path and os.path.relpath(p.session.artifact_path, ctx.workdir.parent),
-        artifact_sha256=p.artifact_sha256,
-        quality_metric=q.primary,
-        quality_value=q.value,
-        quality_ref_value=ref_quality,
-        quality_loss_pct=100.0 * (q.value - ref_quality) / ref_quality,
-        quality_metrics=dict(q.metrics),
-        energy_j_per_inference=stats.median if stats else None,
-        energy_ci95_low=stats.ci95_low if stats else None,
-        energy_ci95_high=stats.ci95_high if stats else None,
-        energy_cv=stats.cv if stats else None,
-        energy_source=source,
-        energy_dynamic_j_per_inference=dynamic,
-        energy_crosscheck_pct=crosscheck,
-        idle_power_w=w.idle_power_w,
-        avg_power_w=avg_power,
-        energy_floor_j=floor,
-        energy_over_floor=(stats.median / floor) if (stats and floor) else None,
-        latency_ms_p50=p.latency["p50"],
-        latency_ms_p50_ci95_low=p.latency["p50_ci95_low"],
-        latency_ms_p50_ci95_high=p.latency["p50_ci95_high"],
-        latency_ms_p90=p.latency["p90"],
-        latency_ms_p99=p.latency["p99"],
-        latency_ms_mean=p.latency["mean"],
-        throughput_per_s=n / float(np.median(seconds)),
-        peak_memory_mb=p.peak_memory_mb,
-        size_bytes=p.session.size_bytes,
-        window_s=float(np.median(seconds)),
-        iterations=p.iterations,
-        repetitions=plan.repetitions,
-        threads=p.session.threads,
-        flags=flags,
-        output_checksum_match=w.outputs_match[key],
-        contention_cores=contention,
-        gpu_other_processes=neighbours,
-        throttled=throttled,
-        device_state_before=before,
-        device_state_after=after,
-        load_avg=tuple(os.getloadavg()),
-    )
+    return {
+        "flags": validity_flags(evidence), "output_checksum_match": w.outputs_match[key],
+        "contention_cores": contention, "gpu_other_processes": neighbours, "throttled": throttled,
+        "device_state_before": before, "device_state_after": after, "load_avg": tuple(os.getloadavg()),
+    }  # fmt: skip
 
 
 def cell_energy_floor(cell: Cell, flops: float | None, env: dict) -> float | None:

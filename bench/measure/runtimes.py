@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from models.errors import Unsupported
 from models.export import export_onnx
 from models.fingerprint import state_bytes
 from models.plugins import Registry, Requirements
+
+if TYPE_CHECKING:
+    from models.registry import Twin
 
 
 @dataclass
@@ -40,7 +44,7 @@ class RuntimeContext:
     device: str  # cpu | cuda
     threads: int
     workdir: Path  # where exported artifacts go
-    twin: object  # models.registry.Twin
+    twin: Twin
     artifact_stem: str = ""  # file name of this variant's exports (default: the twin's name)
     rewrite_onnx: Callable[[Path], Path] = lambda path: path  # the variant's ONNX-level passes
 

@@ -3,6 +3,8 @@ device would need at its peak dense throughput, a sanity bound for measured figu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psutil
 
 from bench.records import CONTENDED_CORES
@@ -12,7 +14,7 @@ GPU_MIN_WINDOW_S = 5.0  # NVML's counter updates every ~100 ms and samples part 
 SHORT_FRACTION = 0.9  # a window calibrated for 5 s that lasted under 4.5 s is short too
 # The polled power integrated over a window may differ from the energy counter by this much (%)
 # before the cell is flagged `counter_disagrees`. On a steady load the two agree to ~1 % over 5 s
-# windows (tests/test_nvml_truth.py: the edges of a window cost each at most one ~100 ms update);
+# windows (tests/measure/test_nvml_truth.py: the edges of a window cost each at most one ~100 ms update);
 # a load whose bursts the power reading's 25 ms slices miss is off by tens of %.
 CROSSCHECK_PCT = 5.0
 
@@ -38,39 +40,43 @@ SPARSE_24_SPEEDUP = 2.0  # 2:4 sparse tensor cores: twice the dense peak (datash
 _HALF_DTYPES = {"float16": "fp16", "bfloat16": "bf16"}
 
 
-def validity_flags(
-    *,
-    window_s: float,
-    cv: float | None,
-    source: str,
-    avg_power_w: float | None,
-    idle_power_w: float | None,
-    power_limit_w: float | None,
-    throttled: bool | None,
-    outputs_match: bool,
-    contention_cores: float | None = None,
-    crosscheck_pct: float | None = None,
-    gpu_other_processes: int | None = None,
-    measured_window_s: float | None = None,
-) -> tuple[str, ...]:
-    """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement. `window_s` is
-    the suite's window; `measured_window_s` what the cell's windows lasted (median), which may fall
+@dataclass(frozen=True)
+class Evidence:
+    """What a cell's windows showed about how far its numbers can be trusted. `window_s` is the
+    suite's window; `measured_window_s` what the cell's windows lasted (median), which may fall
     short of it when its iterations were calibrated on a slow moment."""
+
+    window_s: float
+    cv: float | None
+    source: str
+    avg_power_w: float | None
+    idle_power_w: float | None
+    power_limit_w: float | None
+    throttled: bool | None
+    outputs_match: bool
+    contention_cores: float | None = None
+    crosscheck_pct: float | None = None
+    gpu_other_processes: int | None = None
+    measured_window_s: float | None = None
+
+
+def validity_flags(e: Evidence) -> tuple[str, ...]:
+    """Why a cell's numbers deserve less trust. An empty tuple is a clean measurement."""
     flags = []
-    if window_s < GPU_MIN_WINDOW_S or (measured_window_s or window_s) < SHORT_FRACTION * GPU_MIN_WINDOW_S:
+    if e.window_s < GPU_MIN_WINDOW_S or (e.measured_window_s or e.window_s) < SHORT_FRACTION * GPU_MIN_WINDOW_S:
         flags.append("short_window")
-    if cv is not None and cv > HIGH_CV:
+    if e.cv is not None and e.cv > HIGH_CV:
         flags.append("high_cv")
-    if source == "nvml" and avg_power_w is not None and power_limit_w:
-        if not (idle_power_w or 0.0) <= avg_power_w <= power_limit_w:
+    if e.source == "nvml" and e.avg_power_w is not None and e.power_limit_w:
+        if not (e.idle_power_w or 0.0) <= e.avg_power_w <= e.power_limit_w:
             flags.append("power_out_of_range")
-    if throttled:
+    if e.throttled:
         flags.append("throttled")
-    if not outputs_match:
+    if not e.outputs_match:
         flags.append("checksum_mismatch")
-    if (contention_cores is not None and contention_cores > CONTENDED_CORES) or (gpu_other_processes or 0) > 0:
+    if (e.contention_cores is not None and e.contention_cores > CONTENDED_CORES) or (e.gpu_other_processes or 0) > 0:
         flags.append("contended")
-    if crosscheck_pct is not None and abs(crosscheck_pct) > CROSSCHECK_PCT:
+    if e.crosscheck_pct is not None and abs(e.crosscheck_pct) > CROSSCHECK_PCT:
         flags.append("counter_disagrees")
     return tuple(flags)
 

@@ -8,7 +8,7 @@ iteration:
     V_pq = w + Z @ conj(S_pq / V_pq),   Z = inv(Y_pq,pq),   w = -Z @ Y_pq,slack * V_slack
 
 It converges linearly, fast on distribution grids (a handful of iterations to 1e-12 p.u.). The
-result is the same operating point runpp finds; tests/test_powerflow.py checks it against runpp on
+result is the same operating point runpp finds; tests/twins/test_powerflow.py checks it against runpp on
 sampled snapshots to <= 1e-6 p.u. of complex voltage.
 """
 

@@ -221,7 +221,7 @@ def violation_recall(
 
 # What `interval90_coverage` gives for an ensemble drawn from the target's own distribution, by
 # ensemble size (200,000 draws of standard normal ensembles and targets, two seeds;
-# tests/test_event_metrics.py checks them): below it an ensemble is under-dispersed, above it over-dispersed.
+# tests/twins/test_event_metrics.py checks them): below it an ensemble is under-dispersed, above it over-dispersed.
 CALIBRATED_COVERAGE = {16: 0.805, 32: 0.852, 64: 0.873}
 
 

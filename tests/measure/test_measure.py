@@ -10,7 +10,7 @@ import pytest
 
 from bench.measure.meters import EstimateMeter, NoneMeter, ZeusMeter, choose_meter
 from bench.measure.stats import percentiles_ms, summarize
-from bench.measure.validity import validity_flags
+from bench.measure.validity import Evidence, validity_flags
 from bench.records import Record
 from tests.conftest import stubbed_nvml
 
@@ -115,8 +115,8 @@ CLEAN = dict(window_s=5.0, cv=0.01, source="nvml", avg_power_w=300.0, idle_power
     ],
 )
 def test_validity_flags_fire(change, flag):
-    assert validity_flags(**CLEAN) == ()
-    assert flag in validity_flags(**{**CLEAN, **change})
+    assert validity_flags(Evidence(**CLEAN)) == ()
+    assert flag in validity_flags(Evidence(**{**CLEAN, **change}))
 
 
 def test_records_refuse_dishonest_numbers():

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bench.measure.validity import CONTENDED_CORES, others_cpu_seconds, validity_flags
+from bench.measure.validity import CONTENDED_CORES, Evidence, others_cpu_seconds, validity_flags
 from bench.run.runner import RunRequest, run
 
 CLEAN = dict(window_s=5.0, cv=0.01, source="nvml", avg_power_w=100.0, idle_power_w=50.0, power_limit_w=700.0,
@@ -15,9 +15,9 @@ CLEAN = dict(window_s=5.0, cv=0.01, source="nvml", avg_power_w=100.0, idle_power
 
 
 def test_contended_beyond_the_threshold():
-    assert validity_flags(**CLEAN, contention_cores=CONTENDED_CORES + 0.1) == ("contended",)
-    assert validity_flags(**CLEAN, contention_cores=CONTENDED_CORES - 0.1) == ()
-    assert validity_flags(**CLEAN) == ()  # not measured: no flag either way
+    assert validity_flags(Evidence(**CLEAN, contention_cores=CONTENDED_CORES + 0.1)) == ("contended",)
+    assert validity_flags(Evidence(**CLEAN, contention_cores=CONTENDED_CORES - 0.1)) == ()
+    assert validity_flags(Evidence(**CLEAN)) == ()  # not measured: no flag either way
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_a_run_beside_a_busy_process_is_flagged_and_an_idle_one_is_not(smoke_gri
 
 def test_select_warns_when_a_contended_cell_wins():
     from bench.decide.select import Constraints, select
-    from tests.test_decide import rec
+    from tests.decide.test_decide import rec
 
     cell = replace(rec("int8", energy=0.4), flags=("contended",), contention_cores=1.0)
     reasons = select([cell], "grid-gnn", Constraints(max_quality_loss_pct=5)).reasons

@@ -20,7 +20,7 @@ from models.errors import TwinbenchError
 from models.registry import get_twin
 from models.training import FitConfig, fit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _gnn(grid, **fit_changes):

@@ -30,7 +30,7 @@ from models.registry import get_twin
 
 STEPS = 4 * 7 * 96
 GNN = "grid-gnn"
-MIN_MARGIN_PCT = 50.0  # as tests/test_twins.py asks of the GNN on the SimBench grid
+MIN_MARGIN_PCT = 50.0  # as tests/twins/test_twins.py asks of the GNN on the SimBench grid
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_carried_user_grid_loads_without_pandapower_or_its_files(built, tmp_pa
         f"assert source.is_file and data.content_hash == {b.content_hash!r}"
     )
     env = {**os.environ, "TWINBENCH_CACHE": str(tmp_path)}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=120
     )

@@ -6,7 +6,7 @@ node's GPU 1. NVML does not renumber: its index 0 is still the node's GPU 0. Zeu
 `cuda:0` reads GPU 1's counter, not GPU 0's, and that `visible_gpu_index` names the physical GPU.
 
 NVML is stubbed at its boundary (pynvml patched with autospec, as Zeus's own tests and
-tests/test_measure.py do): two Hopper GPUs whose counters advance by different, known amounts per
+tests/measure/test_measure.py do): two Hopper GPUs whose counters advance by different, known amounts per
 read, so a window's joules say which GPU was read. torch.cuda is made to fail if touched: choosing
 and reading an nvml meter must not need it (this runs on CPU-only CI).
 """

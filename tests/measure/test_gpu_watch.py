@@ -1,6 +1,6 @@
 """What an nvml window watches beside the counter (its power reading, the GPU's processes, its clock
 event reasons), the flags that come of it, and where they show: on the simulated H100 of
-tests/nvml_sim.py, without the protocol (tests/test_nvml_truth.py runs the protocol)."""
+tests/nvml_sim.py, without the protocol (tests/measure/test_nvml_truth.py runs the protocol)."""
 
 import time
 from dataclasses import replace
@@ -9,7 +9,7 @@ import pynvml
 import pytest
 
 from bench.measure.meters import NvmlMeter, choose_meter, integrate_power
-from bench.measure.validity import CROSSCHECK_PCT, validity_flags
+from bench.measure.validity import CROSSCHECK_PCT, Evidence, validity_flags
 from bench.records import describe_flags
 from tests.nvml_sim import SimulatedGPU, simulated_nvml
 
@@ -26,9 +26,9 @@ CLEAN = dict(
 
 
 def test_a_window_that_came_out_short_is_flagged():
-    assert validity_flags(**CLEAN, measured_window_s=4.8) == ()
-    assert validity_flags(**CLEAN, measured_window_s=2.5) == ("short_window",)
-    assert validity_flags(**{**CLEAN, "window_s": 0.2}, measured_window_s=0.2) == ("short_window",)
+    assert validity_flags(Evidence(**CLEAN, measured_window_s=4.8)) == ()
+    assert validity_flags(Evidence(**CLEAN, measured_window_s=2.5)) == ("short_window",)
+    assert validity_flags(Evidence(**{**CLEAN, "window_s": 0.2}, measured_window_s=0.2)) == ("short_window",)
 
 
 def test_integrated_power_holds_each_reading_until_the_next():
@@ -39,12 +39,12 @@ def test_integrated_power_holds_each_reading_until_the_next():
 
 
 def test_counter_disagreement_and_gpu_neighbours_are_flagged():
-    assert validity_flags(**CLEAN, crosscheck_pct=CROSSCHECK_PCT - 1) == ()
-    assert validity_flags(**CLEAN, crosscheck_pct=-(CROSSCHECK_PCT + 1)) == ("counter_disagrees",)
-    assert validity_flags(**CLEAN, crosscheck_pct=CROSSCHECK_PCT + 1) == ("counter_disagrees",)
-    assert validity_flags(**CLEAN, gpu_other_processes=0) == ()
-    assert validity_flags(**CLEAN, gpu_other_processes=2) == ("contended",)
-    assert validity_flags(**CLEAN, gpu_other_processes=1, contention_cores=2.0) == ("contended",)  # once
+    assert validity_flags(Evidence(**CLEAN, crosscheck_pct=CROSSCHECK_PCT - 1)) == ()
+    assert validity_flags(Evidence(**CLEAN, crosscheck_pct=-(CROSSCHECK_PCT + 1))) == ("counter_disagrees",)
+    assert validity_flags(Evidence(**CLEAN, crosscheck_pct=CROSSCHECK_PCT + 1)) == ("counter_disagrees",)
+    assert validity_flags(Evidence(**CLEAN, gpu_other_processes=0)) == ()
+    assert validity_flags(Evidence(**CLEAN, gpu_other_processes=2)) == ("contended",)
+    assert validity_flags(Evidence(**CLEAN, gpu_other_processes=1, contention_cores=2.0)) == ("contended",)  # once
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_a_gpu_without_a_power_reading_has_no_crosscheck(h100):
 
 def test_flags_show_the_crosscheck_and_select_warns():
     from bench.decide.select import Constraints, select
-    from tests.test_decide import rec
+    from tests.decide.test_decide import rec
 
     cell = replace(
         rec("int8", energy=0.4),
@@ -150,7 +150,7 @@ def test_flags_show_the_crosscheck_and_select_warns():
 def test_summary_and_report_show_the_crosscheck():
     from bench.decide.report import _row
     from bench.decide.summary import render
-    from tests.test_decide import rec
+    from tests.decide.test_decide import rec
 
     cell = replace(rec("int8", energy=0.4), flags=("counter_disagrees",), energy_crosscheck_pct=-62.0)
     assert "counter_disagrees (power -62 % vs counter)" in render([cell])

@@ -12,10 +12,9 @@ import pytest
 from models.errors import CacheError
 from models.grid import GridDataConfig, ensure_grid, load_grid
 from models.grid.cache import ARRAYS, FILES, grid_dir
+from tests.conftest import SMOKE_GRID
 
-from .conftest import SMOKE_GRID
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_round_trip_matches_files_and_manifest(smoke_grid):
