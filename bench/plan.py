@@ -13,8 +13,23 @@ cross devices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from bench.suites import DEVICES, MODEL_SIZES
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.suites import (
+    DEVICES,
+    FIELD_RULES,
+    MAX_BATCH,
+    MAX_CHAIN,
+    MAX_LIST,
+    MAX_REPETITIONS,
+    MAX_VARIANTS,
+    MAX_WINDOW_S,
+    MODEL_SIZES,
+    Name,
+    schema_message,
+)
 from compress.base import Variant, parse_variant
 from models.errors import ConfigError, InputError, UnknownNameError
 
@@ -58,8 +73,10 @@ class RunPlan:
         if self.threads < 1:
             raise ConfigError("threads must be >= 1")
         if not (self.window_s > 0 and self.repetitions >= 3 and self.batch_sizes and min(self.batch_sizes) >= 1):
-            raise ConfigError(f"invalid measurement settings in plan: window {self.window_s}, "
-                              f"repetitions {self.repetitions}, batch sizes {self.batch_sizes}")  # fmt: skip
+            raise ConfigError(
+                f"invalid measurement settings in plan: window {self.window_s}, "
+                f"repetitions {self.repetitions}, batch sizes {self.batch_sizes}"
+            )
         if not (self.grids and self.twins and self.runtimes) or self.variants[:1] != (REFERENCE,):
             raise ConfigError("a plan needs grids, twins, runtimes, and the reference as its first variant")
 
@@ -75,36 +92,85 @@ class RunPlan:
 
     def to_dict(self) -> dict:
         return {
-            "suite": self.suite, "device": self.device, "model_size": self.model_size, "grids": list(self.grids),
-            "twins": list(self.twins), "runtimes": list(self.runtimes), "batch_sizes": list(self.batch_sizes),
-            "window_s": self.window_s, "repetitions": self.repetitions, "threads": self.threads, "seed": self.seed,
+            "suite": self.suite,
+            "device": self.device,
+            "model_size": self.model_size,
+            "grids": list(self.grids),
+            "twins": list(self.twins),
+            "runtimes": list(self.runtimes),
+            "batch_sizes": list(self.batch_sizes),
+            "window_s": self.window_s,
+            "repetitions": self.repetitions,
+            "threads": self.threads,
+            "seed": self.seed,
             "variants": [list(v.spec) for v in self.variants],
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> RunPlan:
-        """A plan from plan.json; anything malformed is an InputError naming what is wrong."""
+        """A plan from plan.json, through the same schema as a suite file's values; anything
+        malformed is an InputError naming what is wrong."""
         try:
+            f = PlanFile.model_validate(data)
             return cls(
-                suite=_typed(data, "suite", str), device=_typed(data, "device", str),
-                model_size=_typed(data, "model_size", str), grids=tuple(_typed(data, "grids", list)),
-                twins=tuple(_typed(data, "twins", list)), runtimes=tuple(_typed(data, "runtimes", list)),
-                batch_sizes=tuple(_typed(data, "batch_sizes", list)), window_s=float(_typed(data, "window_s", float)),
-                repetitions=_typed(data, "repetitions", int), threads=_typed(data, "threads", int),
-                seed=_typed(data, "seed", int), variants=tuple(parse_variant(c) for c in _typed(data, "variants", list)),
-            )  # fmt: skip
+                suite=f.suite,
+                device=f.device,
+                model_size=f.model_size,
+                grids=tuple(f.grids),
+                twins=tuple(f.twins),
+                runtimes=tuple(f.runtimes),
+                batch_sizes=tuple(f.batch_sizes),
+                window_s=float(f.window_s),
+                repetitions=f.repetitions,
+                threads=f.threads,
+                seed=f.seed,
+                variants=tuple(parse_variant(c) for c in f.variants),
+            )
+        except ValidationError as e:
+            raise InputError(f"malformed plan.json ({_plan_message(e)}); this folder cannot be resumed") from None
         except (ConfigError, UnknownNameError, TypeError, ValueError, AttributeError) as e:
             raise InputError(f"malformed plan.json ({e}); this folder cannot be resumed") from e
 
 
-def _typed(data: dict, key: str, kind: type):
-    if key not in data:
-        raise ValueError(f"missing {key!r} (a plan written by an older twinbench, or damaged)")
-    value = data[key]
-    ok = isinstance(value, int | float) and not isinstance(value, bool) if kind is float else isinstance(value, kind)
-    if not ok or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{key!r} must be {kind.__name__}, got {value!r:.60}")
-    return value
+MAX_THREADS = 4096  # intra-op threads: more than any machine has cores
+
+
+class PlanFile(BaseModel):
+    """plan.json as a run writes it: the suite's checked values (the same bounds as a suite file),
+    the run's id and its cells (not read back: the cells follow from the plan)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    suite: Name
+    device: Literal["cpu", "cuda"]
+    model_size: Literal["smoke", "full"]
+    grids: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    twins: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    runtimes: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1, le=MAX_BATCH)]], Field(min_length=1, max_length=MAX_LIST)]
+    window_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)]
+    repetitions: Annotated[int, Field(ge=3, le=MAX_REPETITIONS)]
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)]
+    seed: Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seeds are 32-bit
+    variants: Annotated[
+        list[Annotated[list[dict[str, Any]], Field(max_length=MAX_CHAIN)]],
+        Field(min_length=1, max_length=MAX_VARIANTS + 1),
+    ]  # the reference (an empty chain) first
+    run_id: Name | None = None
+    cells: list[str] | None = None
+
+
+# A plan's measurement fields sit at its top level, a suite's under [measure]: the same rules.
+PLAN_RULES = {
+    **FIELD_RULES,
+    **{k.removeprefix("measure."): v for k, v in FIELD_RULES.items() if k.startswith("measure.")},
+}
+
+
+def _plan_message(e: ValidationError) -> str:
+    missing = [str(err["loc"][0]) for err in e.errors() if err["type"] == "missing"]
+    if missing:
+        return f"missing {missing[0]!r}: a plan written by an older twinbench, or damaged"
+    return schema_message(e, PLAN_RULES)
 
 
 @dataclass(frozen=True)

@@ -132,8 +132,10 @@ class Record:
         flags, lineage = values.get("flags", ()), values.get("lineage", ())
         if not all(isinstance(x, str) for x in flags):
             raise ValueError("field 'flags' must hold strings")
-        if not all(isinstance(s, dict) and isinstance(s.get("pass"), str) and isinstance(s.get("params", {}), dict)
-                   for s in lineage):  # fmt: skip
+        if not all(
+            isinstance(s, dict) and isinstance(s.get("pass"), str) and isinstance(s.get("params", {}), dict)
+            for s in lineage
+        ):
             raise ValueError("field 'lineage' must hold steps {'pass': name, 'params': {...}}")
         return cls(**values)
 

@@ -96,10 +96,11 @@ class RunDir:
     def append(self, records: list[Record]) -> None:
         """One write per record of one whole line, then fsync: a crash can cut at most the line
         being written, which `repair` finds before anything else is appended."""
+        lines = [readable_line(r) for r in records]  # all or nothing: checked before the first write
         fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            for record in records:
-                data = (record.to_json() + "\n").encode()
+            for line in lines:
+                data = line.encode()
                 while data:
                     data = data[os.write(fd, data) :]
             os.fsync(fd)
@@ -156,6 +157,18 @@ def write_output(path: Path, text: str, starts_with: str | None = None) -> Path:
     return path
 
 
+def readable_line(record: Record) -> str:
+    """The record's line of records.jsonl, read back through the same checks every reader applies:
+    a record that could not be read back (a float batch size, a value JSON cannot hold) is never
+    written, where it would poison the run folder for every later command."""
+    try:
+        line = record.to_json()
+        Record.from_dict(json.loads(line))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"refusing to write the record of {record.cell_key}: it could not be read back ({e})") from e
+    return line + "\n"
+
+
 def read_records(path: Path) -> list[Record]:
     """Every record of a records.jsonl file, strictly: a line that is not a valid record, and a last
     line cut by an interrupted write, are errors that name the line (every command reads this way)."""
@@ -204,13 +217,25 @@ def append_history(records: list[Record], db: Path) -> None:
             "INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
-                    r.run_id, r.cell_key, r.suite, r.twin, r.grid, r.variant_id, r.runtime, r.device,
-                    r.batch_size, r.status, r.energy_j_per_inference, r.energy_source, r.latency_ms_p50,
-                    r.quality_value, r.to_json(),
+                    r.run_id,
+                    r.cell_key,
+                    r.suite,
+                    r.twin,
+                    r.grid,
+                    r.variant_id,
+                    r.runtime,
+                    r.device,
+                    r.batch_size,
+                    r.status,
+                    r.energy_j_per_inference,
+                    r.energy_source,
+                    r.latency_ms_p50,
+                    r.quality_value,
+                    r.to_json(),
                 )
                 for r in records
             ],
-        )  # fmt: skip
+        )
     con.close()
 
 

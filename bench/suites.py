@@ -3,12 +3,14 @@ under bench/suites/, by name, or a user's own file, by path."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compress.base import parse_variant
 from models.errors import ConfigError, UnknownNameError
@@ -27,40 +29,92 @@ class MeasureConfig:
     batch_sizes: tuple[int, ...]
     runtimes: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        # Exact types and bounds, each with its reason: a value that passes here is measured, and a
-        # record that cannot be read back must never be written (a float batch size poisoned a run).
-        # window_s: a window longer than an hour is a typo (a GPU needs >= 5 s, inf hung the run).
-        if not _is_number(self.window_s) or not 0 < self.window_s <= MAX_WINDOW_S:
-            raise ConfigError(f"window_s must be a number of seconds in (0, {MAX_WINDOW_S}], got {self.window_s!r}")
-        object.__setattr__(self, "window_s", float(self.window_s))
-        # repetitions: the protocol needs a spread (>= 3); beyond 1,000 a run never ends.
-        if not _is_int(self.repetitions) or not 3 <= self.repetitions <= MAX_REPETITIONS:
-            raise ConfigError(
-                f"repetitions must be a whole number from 3 (the protocol needs a spread) to {MAX_REPETITIONS}, "
-                f"got {self.repetitions!r}"
-            )
-        # batch sizes: the exported graphs' dynamic batch axis ends at 65,536 (models/export.py).
-        if not self.batch_sizes or not all(_is_int(b) and 1 <= b <= MAX_BATCH for b in self.batch_sizes):
-            raise ConfigError(
-                f"batch_sizes must be whole numbers from 1 to {MAX_BATCH}, got {list(self.batch_sizes)!r}"
-            )
-        if not self.runtimes or not all(isinstance(r, str) for r in self.runtimes):
-            raise ConfigError(f"runtimes must be a non-empty list of runtime names, got {list(self.runtimes)!r}")
 
-
-MAX_WINDOW_S = 3600.0
-MAX_REPETITIONS = 1000
-MAX_BATCH = 1 << 16
+# Every value of a suite file is checked by the schema below (pydantic, strict: no bool for a number,
+# no float for an integer, finite numbers), each bound with its reason. A value that passes is
+# measured, and a record that cannot be read back must never be written: a float batch size once
+# poisoned a run folder.
+MAX_WINDOW_S = 3600.0  # a window longer than an hour is a typo (a GPU needs >= 5 s; inf hung the run)
+MAX_REPETITIONS = 1000  # the protocol needs a spread (>= 3); beyond 1,000 a run never ends
+MAX_BATCH = 1 << 16  # the exported graphs' dynamic batch axis ends at 65,536 (models/export.py)
 MAX_DESCRIPTION = 2000  # characters: a description is a line or a paragraph, not a file
+MAX_CHAIN = 16  # passes in one variant: a recipe longer than this is a mistake, not a compression
+MAX_LIST = 64  # grids, twins, batch sizes, runtimes: a page of settings, not a generated sweep
+MAX_VARIANTS = 512  # `full` has 40; this bounds the plan a file can ask for
+MAX_NAME = 256  # a name or a path of a grid, twin or runtime
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-def _is_number(value) -> bool:
-    return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
+class MeasureFile(_Strict):
+    window_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)]
+    repetitions: Annotated[int, Field(ge=3, le=MAX_REPETITIONS)]
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1, le=MAX_BATCH)]], Field(min_length=1, max_length=MAX_LIST)]
+    runtimes: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+
+
+class GridTable(_Strict):
+    net: Name
+    profiles: Name | None = None
+
+
+class VariantFile(_Strict):
+    chain: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_CHAIN)]
+
+
+class SuiteFile(_Strict):
+    """A suite file as TOML gives it."""
+
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+    device: Literal["cpu", "cuda"]
+    model_size: Literal["smoke", "full"]
+    grids: Annotated[list[Name | GridTable], Field(min_length=1, max_length=MAX_LIST)]
+    twins: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    measure: MeasureFile
+    variant: Annotated[list[VariantFile], Field(max_length=MAX_VARIANTS)] = []
+
+
+# What the message says of a field that fails its type or bound (the schema's own words for it are
+# for programmers), by the field's dotted place in the file.
+FIELD_RULES = {
+    "measure.window_s": f"window_s must be a number of seconds in (0, {MAX_WINDOW_S}]",
+    "measure.repetitions": (
+        f"repetitions must be a whole number from 3 (the protocol needs a spread) to {MAX_REPETITIONS}"
+    ),
+    "measure.batch_sizes": f"batch_sizes must be whole numbers from 1 to {MAX_BATCH} (at most {MAX_LIST} of them)",
+    "measure.runtimes": f"runtimes must be a non-empty list of at most {MAX_LIST} runtime names",
+    "measure": "[measure] must be a table of window_s, repetitions, batch_sizes and runtimes",
+    "description": f"description must be text of at most {MAX_DESCRIPTION} characters",
+    "device": f"device must be one of {DEVICES}",
+    "model_size": f"model_size must be one of {MODEL_SIZES}",
+    "grids": (f"grids must be 1 to {MAX_LIST} SimBench codes, pandapower .json paths or {{net, profiles}} tables"),
+    "twins": f"twins must be 1 to {MAX_LIST} twin names",
+    "variant": f"each [[variant]] needs exactly a `chain` of 1 to {MAX_CHAIN} steps (at most {MAX_VARIANTS} variants)",
+}
+
+
+def schema_message(e: ValidationError, rules: dict[str, str]) -> str:
+    """A schema's errors in the suite's words: missing keys, unknown keys (a typo must not fall back
+    to a default silently), then each failing field's rule with the value it got."""
+    missing, unknown, failed = [], [], {}
+    for err in e.errors():
+        where = ".".join(str(part) for part in err["loc"] if not isinstance(part, int))
+        if err["type"] == "missing":
+            missing.append(where)
+        elif err["type"] == "extra_forbidden":
+            unknown.append(where)
+        else:
+            rule = next((r for key, r in rules.items() if where == key or where.startswith(key + ".")), None)
+            failed.setdefault(rule or f"{where}: {err['msg']}", err.get("input"))
+    if missing:
+        return f"missing key {missing[0]!r}"
+    if unknown:
+        return f"unknown keys {sorted(unknown)}"
+    return "; ".join(f"{rule}, got {value!r:.80}" for rule, value in failed.items())
 
 
 @dataclass(frozen=True)
@@ -76,16 +130,6 @@ class Suite:
     grid_sources: tuple[GridSource, ...] = ()  # what the user grids among `grids` are built from
 
     def __post_init__(self) -> None:
-        if not isinstance(self.description, str) or len(self.description) > MAX_DESCRIPTION:
-            raise ConfigError(f"suite {self.name}: description must be text of at most {MAX_DESCRIPTION} characters")
-        if not all(isinstance(t, str) for t in self.twins):
-            raise ConfigError(f"suite {self.name}: twins must be names, got {list(self.twins)!r}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"suite {self.name}: device must be one of {DEVICES}, got {self.device!r}")
-        if self.model_size not in MODEL_SIZES:
-            raise ConfigError(f"suite {self.name}: model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
-        if not self.grids or not self.twins:
-            raise ConfigError(f"suite {self.name}: grids and twins must not be empty")
         if len(set(self.grids)) < len(self.grids):
             raise ConfigError(f"suite {self.name}: a grid is listed twice in {list(self.grids)}")
 
@@ -117,11 +161,15 @@ def suite_path(suite: str | Path) -> Path:
         kind = "a folder" if path.is_dir() else "a device or special file"
         raise ConfigError(f"--suite {text} is {kind}, not a suite file (a TOML file such as my_suite.toml)")
     if not SUITE_FILE_NAME.fullmatch(path.stem):
-        raise ConfigError(f"--suite {text}: a suite's name is its file's stem, which must be letters, digits, "
-                          "'_', '-' or '.' (it names the run folders); rename the file")  # fmt: skip
+        raise ConfigError(
+            f"--suite {text}: a suite's name is its file's stem, which must be letters, digits, "
+            "'_', '-' or '.' (it names the run folders); rename the file"
+        )
     if path.stem in suite_names() and path.resolve() != (SUITES_DIR / path.name).resolve():
-        raise ConfigError(f"--suite {text} has the name of the built-in suite {path.stem!r}: rename the file, "
-                          "so that records and comparisons cannot mistake one for the other")  # fmt: skip
+        raise ConfigError(
+            f"--suite {text} has the name of the built-in suite {path.stem!r}: rename the file, "
+            "so that records and comparisons cannot mistake one for the other"
+        )
     return path
 
 
@@ -140,26 +188,22 @@ def load_suite(name: str | Path) -> Suite:
     try:
         text = path.read_text()
         _check_shape(text, path)
-        raw = tomllib.loads(text)
-        measure = raw.pop("measure")
-        variant_specs = raw.pop("variant", [])
-        sources = tuple(_grid(g, path) for g in raw.pop("grids"))
+        raw = SuiteFile.model_validate(tomllib.loads(text))
+        sources = tuple(_grid(g, path) for g in raw.grids)
+        m = raw.measure
         suite = Suite(
             name=name,
-            description=raw.pop("description"),
-            device=raw.pop("device"),
-            model_size=raw.pop("model_size"),
+            description=raw.description,
+            device=raw.device,
+            model_size=raw.model_size,
             grids=tuple(s.name for s in sources),
-            twins=tuple(raw.pop("twins")),
-            measure=MeasureConfig(
-                window_s=measure.pop("window_s"),
-                repetitions=measure.pop("repetitions"),
-                batch_sizes=tuple(measure.pop("batch_sizes")),
-                runtimes=tuple(measure.pop("runtimes")),
-            ),
-            variants=tuple(_variant(v, path) for v in variant_specs),
+            twins=tuple(raw.twins),
+            measure=MeasureConfig(float(m.window_s), m.repetitions, tuple(m.batch_sizes), tuple(m.runtimes)),
+            variants=tuple(_variant(v.chain, path) for v in raw.variant),
             grid_sources=tuple(s for s in sources if s.is_file),
         )
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {schema_message(e, FIELD_RULES)}") from None
     except ConfigError as e:  # a value out of its bounds: the message names the file too
         if str(path) in str(e):
             raise
@@ -168,17 +212,12 @@ def load_suite(name: str | Path) -> Suite:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
     except RecursionError as e:  # _check_shape bounds nesting; this is the parser's own limit, should it come first
         raise ConfigError(f"{path}: nested too deeply to be a suite") from e
-    except KeyError as e:
-        raise ConfigError(f"{path}: missing key {e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a TOML text file ({e})") from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the suite file: {e}") from e
-    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type: `measure = 3`, `twins = 1`
+    except (TypeError, ValueError, AttributeError) as e:  # a pass's own settings of the wrong type
         raise ConfigError(f"{path}: malformed suite: {type(e).__name__}: {e}") from e
-    leftover = sorted(raw) + [f"measure.{k}" for k in measure]
-    if leftover:  # a typo in a key must not silently fall back to a default
-        raise ConfigError(f"{path}: unknown keys {leftover}")
     for twin in suite.twins:
         try:
             get_twin(twin)
@@ -233,27 +272,20 @@ def _check_shape(text: str, path: Path) -> None:
         i += 1
 
 
-def _variant(spec: dict, path: Path):
-    if set(spec) != {"chain"} or not spec["chain"]:
-        raise ConfigError(f"{path}: each [[variant]] needs exactly a non-empty `chain`, got {spec}")
+def _variant(chain: list[dict], path: Path):
     try:
-        return parse_variant(spec["chain"])
+        return parse_variant(chain)
     except UnknownNameError as e:
         raise _with_hint(e, f"in {path} ({PLUGIN_HINT})") from None
 
 
-def _grid(entry, path: Path) -> GridSource:
+def _grid(entry: str | GridTable, path: Path) -> GridSource:
     """A suite's grid: a SimBench code, a pandapower JSON file, or `{net = "NET.json", profiles = "FILE"}`;
     relative paths start at the suite file's folder."""
-    if isinstance(entry, dict):
-        if not isinstance(entry.get("net"), str) or set(entry) - {"net", "profiles"}:
-            raise ConfigError(f"{path}: a grid table needs `net` (and may have `profiles`), got {entry}")
-        if not isinstance(entry.get("profiles", ""), str):
-            raise ConfigError(f"{path}: a grid's `profiles` must be a path, got {entry['profiles']!r}")
-        return user_grid(entry["net"], entry.get("profiles"), base=path.parent)
-    if not isinstance(entry, str) or not entry.strip():
-        raise ConfigError(f"{path}: grids are SimBench codes, pandapower .json paths or {{net, profiles}} tables, "
-                          f"got {entry!r}")  # fmt: skip
+    if isinstance(entry, GridTable):
+        return user_grid(entry.net, entry.profiles, base=path.parent)
+    if not entry.strip():
+        raise ConfigError(f"{path}: {FIELD_RULES['grids']}, got {entry!r}")
     return user_grid(entry, base=path.parent) if looks_like_path(entry) else GridSource(entry)
 
 

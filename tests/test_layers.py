@@ -12,7 +12,14 @@ PACKAGES = ("models", "compress", "bench")
 LEAVES = {"models.errors": set(), "models.plugins": {"models.errors"}}
 # Function-local imports of project modules are allowed only for start-up time: the CLI imports a
 # command's modules when the command runs, and Ray is imported only when the Ray executor is asked for.
-LOCAL_OK = {"bench.cli.args", "bench.cli.data", "bench.cli.run", "bench.cli.decide", "bench.run.runner"}
+LOCAL_OK = {
+    "bench.cli.args",
+    "bench.cli.machine",
+    "bench.cli.data",
+    "bench.cli.run",
+    "bench.cli.decide",
+    "bench.run.runner",
+}
 
 
 def layer(module: str) -> int:

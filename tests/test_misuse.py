@@ -431,3 +431,18 @@ def test_odd_paths_are_named_for_what_they_are(tmp_path, capsys, argv, message):
     assert main([a.replace("{loop}", str(loop)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "change", [{"batch_size": 1.5}, {"batch_size": True}, {"quality_metrics": {"vm": object()}}, {"status": 3}]
+)
+def test_a_record_that_could_not_be_read_back_is_never_written(tmp_path, change):
+    """Issue 23: records are written only through the types every reader checks (a float batch size
+    once poisoned a run folder for good); the whole batch is refused, nothing of it written."""
+    run_dir = RunDir.create(tmp_path, "r")
+    run_dir.append([RECORDS[0]])
+    before = run_dir.records_path.read_bytes()
+    with pytest.raises(InputError, match="could not be read back"):
+        run_dir.append([RECORDS[1], replace(RECORDS[2], **change)])
+    assert run_dir.records_path.read_bytes() == before
+    assert [r.cell_key for r in run_dir.records()] == [RECORDS[0].cell_key]

@@ -126,12 +126,19 @@ def default_device() -> str:
 
 
 def schedule_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", metavar="R", help="inferences per instance, e.g. 1/min, 96/day, 10/s: prints "
-                     "each frontier variant's energy (kWh), CO2e and cost per year")  # fmt: skip
+    parser.add_argument(
+        "--rate",
+        metavar="R",
+        help="inferences per instance, e.g. 1/min, 96/day, 10/s: prints "
+        "each frontier variant's energy (kWh), CO2e and cost per year",
+    )
     parser.add_argument("--instances", type=number(int, 1, 10**9), help="deployed copies (default 1)")
-    parser.add_argument("--device-use", choices=["dedicated", "shared"],
-                     help="dedicated: the device's measured idle power is paid all year; shared (default): "
-                     "only the dynamic energy of the inferences")  # fmt: skip
+    parser.add_argument(
+        "--device-use",
+        choices=["dedicated", "shared"],
+        help="dedicated: the device's measured idle power is paid all year; shared (default): "
+        "only the dynamic energy of the inferences",
+    )
     parser.add_argument("--carbon-intensity", type=number(low=0, high=1e5), metavar="G", help="g CO2e per kWh")
     parser.add_argument("--price", type=number(low=0, high=1e6), metavar="P", help="price per kWh")
 
@@ -146,6 +153,9 @@ def schedule(args: argparse.Namespace):
             raise ConfigError(f"--{(given or ['objective annual'])[0].replace('_', '-')} needs --rate (e.g. 1/min)")
         return None
     return Schedule(
-        rate_per_s=parse_rate(args.rate), instances=args.instances or 1, device_use=args.device_use or "shared",
-        carbon_g_per_kwh=args.carbon_intensity, price_per_kwh=args.price,
-    )  # fmt: skip
+        rate_per_s=parse_rate(args.rate),
+        instances=args.instances or 1,
+        device_use=args.device_use or "shared",
+        carbon_g_per_kwh=args.carbon_intensity,
+        price_per_kwh=args.price,
+    )

@@ -1,4 +1,4 @@
-"""Commands about grids, twins and this machine: list, data, train, predict, env."""
+"""Commands about grids and twins: data, train, predict."""
 
 from __future__ import annotations
 
@@ -20,14 +20,16 @@ from models.errors import ConfigError
 
 
 def add_commands(commands) -> None:
-    listing = commands.add_parser("list", help="twins, suites and grids known here, and which grids are cached")
-    listing.set_defaults(func=cmd_list)
-
     data = commands.add_parser("data", help="build (or verify) the grid data cache and print its path")
     which = data.add_mutually_exclusive_group()
     which.add_argument("--suite", default="smoke", help="build the grids of this suite (default: smoke)")
-    which.add_argument("--grid", type=nonempty, metavar="GRID", help="build one grid: a SimBench code of a suite, or a pandapower "
-                       "network file (NET.json, pandapower.to_json) with its profiles inside or in --profiles")  # fmt: skip
+    which.add_argument(
+        "--grid",
+        type=nonempty,
+        metavar="GRID",
+        help="build one grid: a SimBench code of a suite, or a pandapower "
+        "network file (NET.json, pandapower.to_json) with its profiles inside or in --profiles",
+    )
     data.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
     data.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     data.set_defaults(func=cmd_data)
@@ -51,16 +53,6 @@ def add_commands(commands) -> None:
     predict.add_argument("--split", default="test", choices=["train", "val", "test"])
     predict.add_argument("--out", type=Path, required=True)
     predict.set_defaults(func=cmd_predict)
-
-    env = commands.add_parser("env", help="the device, the energy meters available here and why others are not")
-    env.set_defaults(func=cmd_env)
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from bench.run.inventory import inventory
-
-    print("\n".join(inventory()))
-    return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -95,15 +87,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     suite, grids, twins = suite_twins(args)
     if args.device == "cuda":
         require_cuda()
-    req = TrainRequest(tuple(grids), tuple(twins), suite.model_size, args.split, args.retrain,
-                       args.device or default_device())  # fmt: skip
+    req = TrainRequest(
+        tuple(grids), tuple(twins), suite.model_size, args.split, args.retrain, args.device or default_device()
+    )
     rows = train_references(req, log=to_stderr)
     table = Table(title=f"reference twins, suite {suite.name} ({suite.model_size} size), {args.split} split")
     for column in ("grid", "twin", "metric", "model", "baseline", "baseline value", "better by", "training"):
         table.add_column(column, justify="right" if column in ("model", "baseline value", "better by") else "left")
     for r in rows:
-        table.add_row(r.grid, r.twin, r.metric, f"{r.value:.5g}", r.baseline + ("" if r.required else " (info)"),
-                      f"{r.baseline_value:.5g}", f"{r.margin_pct:+.1f} %", r.training)  # fmt: skip
+        table.add_row(
+            r.grid,
+            r.twin,
+            r.metric,
+            f"{r.value:.5g}",
+            r.baseline + ("" if r.required else " (info)"),
+            f"{r.baseline_value:.5g}",
+            f"{r.margin_pct:+.1f} %",
+            r.training,
+        )
     Console(width=max(Console().width, 150)).print(table)  # a pipe gets 80 columns: too narrow
     failed = any(r.fails for r in rows)
     if failed:
@@ -130,19 +131,4 @@ def cmd_predict(args: argparse.Namespace) -> int:
     np.savez(args.out, **arrays)
     shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
     print(f"{twin.name} on {grids[0]}, {args.split} split -> {args.out} ({shapes})")
-    return 0
-
-
-def cmd_env(args: argparse.Namespace) -> int:
-    import torch
-
-    from bench.measure.meters import choose_meter
-    from bench.measure.runtimes import runtime_names
-
-    print(f"cuda: {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
-    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
-        print(f"energy meter on {device}: {choose_meter(device).why}")
-    if not torch.cuda.is_available():
-        print("energy meter on cuda: none (no CUDA device)")
-    print(f"runtimes: {', '.join(runtime_names())}")
     return 0

@@ -14,8 +14,12 @@ def add_commands(commands) -> None:
     report = commands.add_parser("report", help="(re)write a run's summary.md and self-contained report.html")
     report.add_argument("run", type=Path, metavar="RUN")
     schedule_options(report)
-    report.add_argument("--metric", metavar="NAME", help="draw the frontier against this quality metric "
-                        "(writes summary-NAME.md and report-NAME.html beside the default ones)")  # fmt: skip
+    report.add_argument(
+        "--metric",
+        metavar="NAME",
+        help="draw the frontier against this quality metric "
+        "(writes summary-NAME.md and report-NAME.html beside the default ones)",
+    )
     report.set_defaults(func=cmd_report)
     _add_select(commands)
 
@@ -51,11 +55,19 @@ def _add_select(commands) -> None:
     sel.add_argument("--runtime")
     sel.add_argument("--batch-size", type=number(int, 1, 1 << 20), help="default: the smallest measured")
     sel.add_argument("--grid", type=nonempty, help="needed when the records hold several grids")
-    sel.add_argument("--objective", default="energy", choices=["energy", "latency", "annual"],
-                     help="rank by J/inference (default), p50 latency, or kWh per year at --rate")  # fmt: skip
+    sel.add_argument(
+        "--objective",
+        default="energy",
+        choices=["energy", "latency", "annual"],
+        help="rank by J/inference (default), p50 latency, or kWh per year at --rate",
+    )
     schedule_options(sel)
-    sel.add_argument("--where", action="append", metavar="COND",
-                     help='a bound on any quality metric, e.g. "vm_violation_recall>=0.95" (repeatable)')  # fmt: skip
+    sel.add_argument(
+        "--where",
+        action="append",
+        metavar="COND",
+        help='a bound on any quality metric, e.g. "vm_violation_recall>=0.95" (repeatable)',
+    )
     sel.add_argument("--export", type=Path, metavar="DIR", help="write the artifact and model_card.json here")
     sel.add_argument("--force", action="store_true", help="export into a folder that is not empty")
     sel.set_defaults(func=cmd_select)
@@ -85,10 +97,15 @@ def cmd_select(args: argparse.Namespace) -> int:
     records, env = load_records(args.run or args.records)
     run_folder = run_folder_of(args.run or args.records)
     constraints = select.Constraints(
-        max_quality_loss_pct=args.max_quality_loss_pct, max_latency_ms_p99=args.max_latency_ms_p99,
-        max_memory_mb=args.max_memory_mb, runtime=args.runtime, batch_size=args.batch_size, grid=args.grid,
-        objective=args.objective, where=tuple(select.Where.parse(w) for w in args.where or ()),
-    )  # fmt: skip
+        max_quality_loss_pct=args.max_quality_loss_pct,
+        max_latency_ms_p99=args.max_latency_ms_p99,
+        max_memory_mb=args.max_memory_mb,
+        runtime=args.runtime,
+        batch_size=args.batch_size,
+        grid=args.grid,
+        objective=args.objective,
+        where=tuple(select.Where.parse(w) for w in args.where or ()),
+    )
     chosen = select.select(records, args.twin, constraints, schedule(args))
     say(select.render(chosen))
     if args.export:

@@ -17,24 +17,45 @@ def add_commands(commands) -> None:
     run.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
     run.add_argument("--runtime", help="only this runtime")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
-    run.add_argument("--threads", type=number(int, 1, cores()),
-                     help=f"torch / ONNX Runtime intra-op threads, 1 to {cores()} (default: all cores)")  # fmt: skip
+    run.add_argument(
+        "--threads",
+        type=number(int, 1, cores()),
+        help=f"torch / ONNX Runtime intra-op threads, 1 to {cores()} (default: all cores)",
+    )
     run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
-    run.add_argument("--max-minutes", type=number(above=0),
-                     help="refuse a plan estimated (measuring and training) to take longer")  # fmt: skip
-    run.add_argument("--dry-run", action="store_true", help="print the plan (cells, shards, training to do, "
-                     "estimated time on 1 and 8 workers) and exit: nothing measured or written")  # fmt: skip
-    run.add_argument("--variant", action="append", metavar="SEL",
-                     help="only these of the suite's variants (repeatable): a variant id or a pass name; the "
-                     "reference is always measured ('--variant reference': only it)")  # fmt: skip
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="local: shards one after another here; ray: one Ray task per shard, each owning a "
-                     "GPU (CUDA suites) or a node (CPU suites)")  # fmt: skip
-    run.add_argument("--ray-address", metavar="ADDR", help="join a Ray cluster ('auto' or host:port); default: a "
-                     "local Ray instance")  # fmt: skip
-    run.add_argument("--shard-size", type=number(int, 1, 10_000), metavar="K",
-                     help="variants per shard besides the reference (default: all of a twin locally, 4 on Ray)")  # fmt: skip
+    run.add_argument(
+        "--max-minutes", type=number(above=0), help="refuse a plan estimated (measuring and training) to take longer"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (cells, shards, training to do, "
+        "estimated time on 1 and 8 workers) and exit: nothing measured or written",
+    )
+    run.add_argument(
+        "--variant",
+        action="append",
+        metavar="SEL",
+        help="only these of the suite's variants (repeatable): a variant id or a pass name; the "
+        "reference is always measured ('--variant reference': only it)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: shards one after another here; ray: one Ray task per shard, each owning a "
+        "GPU (CUDA suites) or a node (CPU suites)",
+    )
+    run.add_argument(
+        "--ray-address", metavar="ADDR", help="join a Ray cluster ('auto' or host:port); default: a local Ray instance"
+    )
+    run.add_argument(
+        "--shard-size",
+        type=number(int, 1, 10_000),
+        metavar="K",
+        help="variants per shard besides the reference (default: all of a twin locally, 4 on Ray)",
+    )
     run.set_defaults(func=cmd_run)
 
     night = commands.add_parser("nightly", help="run the nightly suite and compare it with this device's baseline")
@@ -51,10 +72,20 @@ def _request(args: argparse.Namespace):
     from bench.run.runner import RunRequest
 
     return RunRequest(
-        suite=args.suite, device=args.device, twin=args.twin, grid=chosen_grid(args), runtime=args.runtime,
-        threads=args.threads, variants=args.variant, out=args.out, resume=args.resume, max_minutes=args.max_minutes,
-        executor=args.executor, ray_address=args.ray_address, shard_size=args.shard_size,
-    )  # fmt: skip
+        suite=args.suite,
+        device=args.device,
+        twin=args.twin,
+        grid=chosen_grid(args),
+        runtime=args.runtime,
+        threads=args.threads,
+        variants=args.variant,
+        out=args.out,
+        resume=args.resume,
+        max_minutes=args.max_minutes,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        shard_size=args.shard_size,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -68,8 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = dry_run(_request(args))
         print(text)
         if args.max_minutes is not None and f"{DOES_NOT_FIT} in --max-minutes" in text:
-            print(f"error: the plan does not fit --max-minutes {args.max_minutes:g}: `run` would refuse it",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"error: the plan does not fit --max-minutes {args.max_minutes:g}: `run` would refuse it",
+                file=sys.stderr,
+            )
             return 1  # as the run itself (a Verdict)
         return 0
     console = Console(stderr=True)
@@ -82,8 +115,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             where = f"{folder}/records.jsonl" if folder else "records.jsonl"
             console.print(
                 f"interrupted: finished cells are in {where}; continue with twinbench run --resume {folder or 'RUN'}",
-                highlight=False, markup=False, soft_wrap=True,
-            )  # fmt: skip
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             return 130
     say((run_dir.path / "summary.md").read_text())
     print(f"records: {run_dir.records_path}")
@@ -94,7 +129,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly suite, compare it with this device's committed baseline, write verdict.md."""
     from bench.run.nightly import NightlyRequest, nightly
 
-    text, code = nightly(NightlyRequest(args.suite, args.device, args.out, args.baseline, args.threshold_pct,
-                                        args.quality_threshold_pct))  # fmt: skip
+    text, code = nightly(
+        NightlyRequest(args.suite, args.device, args.out, args.baseline, args.threshold_pct, args.quality_threshold_pct)
+    )
     say(text)
     return code

@@ -227,11 +227,21 @@ def project(record: Record, schedule: Schedule) -> Projection:
     co2e = scaled(None if schedule.carbon_g_per_kwh is None else schedule.carbon_g_per_kwh / 1000)
     cost = scaled(schedule.price_per_kwh)
     return Projection(
-        kwh_per_year=kwh_mid, kwh_ci95_low=kwh_low, kwh_ci95_high=kwh_high, inferences_per_year=n,
-        device_use=schedule.device_use, energy_source=record.energy_source, basis=_basis(record, schedule, dynamic),
-        co2e_kg_per_year=co2e[0], co2e_kg_ci95_low=co2e[1], co2e_kg_ci95_high=co2e[2],
-        cost_per_year=cost[0], cost_ci95_low=cost[1], cost_ci95_high=cost[2], flags=tuple(record.flags),
-    )  # fmt: skip
+        kwh_per_year=kwh_mid,
+        kwh_ci95_low=kwh_low,
+        kwh_ci95_high=kwh_high,
+        inferences_per_year=n,
+        device_use=schedule.device_use,
+        energy_source=record.energy_source,
+        basis=_basis(record, schedule, dynamic),
+        co2e_kg_per_year=co2e[0],
+        co2e_kg_ci95_low=co2e[1],
+        co2e_kg_ci95_high=co2e[2],
+        cost_per_year=cost[0],
+        cost_ci95_low=cost[1],
+        cost_ci95_high=cost[2],
+        flags=tuple(record.flags),
+    )
 
 
 def _basis(record: Record, schedule: Schedule, dynamic: float) -> str:

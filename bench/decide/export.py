@@ -41,34 +41,69 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
             out.rmdir()
         raise
     files = [tmp.replace(out / name) for tmp, name in staged]  # only verified files get their names
-    card = {
-        "twin": r.twin, "grid": r.grid, "variant_id": r.variant_id, "variant_name": r.variant_name,
-        "lineage": list(r.lineage), "runtime": r.runtime, "device": r.device, "batch_size": r.batch_size,
-        "files": [p.name for p in files],
-        "files_sha256": {p.name: files_sha256([p]) for p in files},
-        "weights_sha256": r.weights_sha256, "artifact_sha256": r.artifact_sha256,
-        "quality": {"metric": r.quality_metric, "value": r.quality_value, "reference_value": r.quality_ref_value,
-                    "loss_pct": r.quality_loss_pct, "all_metrics": r.quality_metrics, "split": "test"},
-        "measurements": {
-            "energy_j_per_inference": r.energy_j_per_inference, "energy_ci95": [r.energy_ci95_low, r.energy_ci95_high],
-            "energy_cv": r.energy_cv, "energy_source": r.energy_source,
-            "energy_dynamic_j_per_inference": r.energy_dynamic_j_per_inference,
-            "latency_ms": {"p50": r.latency_ms_p50, "p50_ci95": [r.latency_ms_p50_ci95_low, r.latency_ms_p50_ci95_high],
-                           "p90": r.latency_ms_p90, "p99": r.latency_ms_p99},
-            "throughput_per_s": r.throughput_per_s, "peak_memory_mb": r.peak_memory_mb,
-            "params": r.params, "size_bytes": r.size_bytes, "flags": list(r.flags),
-            "window_s": r.window_s, "repetitions": r.repetitions, "run_id": r.run_id, "suite": r.suite,
-        },
-        "constraints": asdict(sel.constraints), "why": sel.reasons, "environment": env,
-        "annual": None if sel.schedule is None or r.cell_key not in sel.projections else
-                  {"schedule": asdict(sel.schedule), **asdict(sel.projections[r.cell_key])},
-        "created_unix": int(time.time()),
-    }  # fmt: skip
+    card = model_card(sel, files, env)
     card_path = out / "model_card.json"
     tmp = out / ".model_card.json.tmp"
     tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
     tmp.replace(card_path)
     return [*files, card_path]
+
+
+def model_card(sel: Selection, files: list[Path], env: dict) -> dict:
+    """What the exported files are and what they were measured to do: identity, hashes, quality on
+    the test split, the measurements, the constraints and the reasons for the choice."""
+    r = sel.chosen
+    return {
+        "twin": r.twin,
+        "grid": r.grid,
+        "variant_id": r.variant_id,
+        "variant_name": r.variant_name,
+        "lineage": list(r.lineage),
+        "runtime": r.runtime,
+        "device": r.device,
+        "batch_size": r.batch_size,
+        "files": [p.name for p in files],
+        "files_sha256": {p.name: files_sha256([p]) for p in files},
+        "weights_sha256": r.weights_sha256,
+        "artifact_sha256": r.artifact_sha256,
+        "quality": {
+            "metric": r.quality_metric,
+            "value": r.quality_value,
+            "reference_value": r.quality_ref_value,
+            "loss_pct": r.quality_loss_pct,
+            "all_metrics": r.quality_metrics,
+            "split": "test",
+        },
+        "measurements": {
+            "energy_j_per_inference": r.energy_j_per_inference,
+            "energy_ci95": [r.energy_ci95_low, r.energy_ci95_high],
+            "energy_cv": r.energy_cv,
+            "energy_source": r.energy_source,
+            "energy_dynamic_j_per_inference": r.energy_dynamic_j_per_inference,
+            "latency_ms": {
+                "p50": r.latency_ms_p50,
+                "p50_ci95": [r.latency_ms_p50_ci95_low, r.latency_ms_p50_ci95_high],
+                "p90": r.latency_ms_p90,
+                "p99": r.latency_ms_p99,
+            },
+            "throughput_per_s": r.throughput_per_s,
+            "peak_memory_mb": r.peak_memory_mb,
+            "params": r.params,
+            "size_bytes": r.size_bytes,
+            "flags": list(r.flags),
+            "window_s": r.window_s,
+            "repetitions": r.repetitions,
+            "run_id": r.run_id,
+            "suite": r.suite,
+        },
+        "constraints": asdict(sel.constraints),
+        "why": sel.reasons,
+        "environment": env,
+        "annual": None
+        if sel.schedule is None or r.cell_key not in sel.projections
+        else {"schedule": asdict(sel.schedule), **asdict(sel.projections[r.cell_key])},
+        "created_unix": int(time.time()),
+    }
 
 
 def _model_size(r: Record, run_folder: Path | None) -> str:
@@ -143,10 +178,24 @@ def _stage_torch(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Pa
         safetensors.torch.save_model(model, str(weights))
     except Exception as e:  # quantized tensor subclasses have no plain-tensor form
         weights.unlink(missing_ok=True)
-        raise InputError(f"{r.variant_name} on {r.runtime} cannot be saved as safetensors ({e}); "
-                         "select it on --runtime onnxruntime for a portable artifact") from e  # fmt: skip
+        raise InputError(
+            f"{r.variant_name} on {r.runtime} cannot be saved as safetensors ({e}); "
+            "select it on --runtime onnxruntime for a portable artifact"
+        ) from e
     spec = out / ".variant.json.tmp"
-    spec.write_text(json.dumps({"reference": identity(twin), "model_size": model_size,
-                                "chain": chain, "variant_id": r.variant_id, "weights_sha256": actual,
-                                "rebuild": "compress.replay.load_exported(folder)"}, indent=2, default=str) + "\n")  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "reference": identity(twin),
+                "model_size": model_size,
+                "chain": chain,
+                "variant_id": r.variant_id,
+                "weights_sha256": actual,
+                "rebuild": "compress.replay.load_exported(folder)",
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     return [(weights, "weights.safetensors"), (spec, "variant.json")]

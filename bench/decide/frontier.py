@@ -216,8 +216,11 @@ def against_metric(records: list[Record], metric: str) -> list[Record]:
     known = sorted({name for r in records for name in r.quality_metrics})
     if metric not in known:
         raise UnknownNameError("quality metric", metric, known)
-    refs = {(r.grid, r.twin, r.batch_size): r.quality_metrics.get(metric) for r in records
-            if r.variant_id == "reference" and r.runtime == "torch-eager" and r.status == "ok"}  # fmt: skip
+    refs = {
+        (r.grid, r.twin, r.batch_size): r.quality_metrics.get(metric)
+        for r in records
+        if r.variant_id == "reference" and r.runtime == "torch-eager" and r.status == "ok"
+    }
     sign = -1.0 if metric.endswith(HIGHER_IS_BETTER_SUFFIXES) else 1.0
     out = []
     for r in records:

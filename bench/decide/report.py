@@ -12,7 +12,6 @@ and record text bound for plotly, which renders its own small HTML (<b>, <a href
 
 from __future__ import annotations
 
-import html
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -23,16 +22,9 @@ from markupsafe import Markup
 
 from bench.decide.annual import NotProjectable, Schedule, project
 from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
+from bench.decide.plots import scatter, steps_curve
 from bench.records import Record, compression_summary, describe_flags, is_capped
 from bench.store import write_output
-
-RUNTIME_COLOURS = {
-    "torch-eager": "#1f77b4",
-    "torch-compile": "#2ca02c",
-    "torch-compile-cudagraphs": "#9467bd",
-    "onnxruntime": "#d62728",
-}
-MEASURED = ("nvml", "rapl")
 
 # Errors thrown by any script land in #js-errors: a page that renders no chart says why.
 ERROR_TRAP = """<script>window.addEventListener('error', function (e) {
@@ -94,141 +86,6 @@ deployment (see README, "Results that decide"); an estimate source stays an esti
 _PAGE = Environment(autoescape=True, undefined=StrictUndefined).from_string(PAGE)
 
 
-def _text(value) -> str:
-    """Record text for plotly's pseudo-HTML (hover, trace names, titles, annotations), which obeys
-    <b>, <br> and <a href>: escaped, it shows as typed. quote=False because plotly decodes &lt; &gt;
-    &amp; but shows &quot; literally, and a quote cannot open a tag."""
-    return html.escape(str(value), quote=False)
-
-
-def _hover(r: Record) -> str:
-    lineage = " → ".join(f"{s['pass']}" for s in r.lineage) or "reference"
-    energy = "energy: -"
-    if r.energy_j_per_inference is not None:
-        energy = (
-            f"energy: {r.energy_j_per_inference:.3g} J [{r.energy_ci95_low:.3g}, {r.energy_ci95_high:.3g}] "
-            f"({_text(r.energy_source)}, cv {r.energy_cv:.1%})"
-        )
-    return "<br>".join(
-        [
-            f"<b>{_text(r.variant_name)}</b>",
-            f"runtime: {_text(r.runtime)}, batch {_text(r.batch_size)}",
-            f"lineage: {_text(lineage)}",
-            *([f"chosen: {_text(compression_summary(r))}"] if compression_summary(r) else []),
-            f"{_text(r.quality_metric)}: {r.quality_value:.4g} (loss {r.quality_loss_pct:+.2f} %)",
-            energy,
-            f"p50 {r.latency_ms_p50:.3g} ms, p99 {r.latency_ms_p99:.3g} ms",
-            f"flags: {_text(describe_flags(r) or 'none')}",
-        ]
-    )
-
-
-def _scatter(twin: str, grid: str, batch: int, records: list[Record]):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    by_group = groups(records, "energy")
-    for (*_, source), members in sorted(by_group.items()):
-        measured = source in MEASURED
-        for runtime in sorted({r.runtime for r in members}):
-            pts = [r for r in members if r.runtime == runtime]
-            fig.add_trace(
-                go.Scatter(
-                    x=[r.energy_j_per_inference for r in pts],
-                    y=[r.quality_loss_pct for r in pts],
-                    error_x={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [r.energy_ci95_high - r.energy_j_per_inference for r in pts],
-                        "arrayminus": [r.energy_j_per_inference - r.energy_ci95_low for r in pts],
-                        "thickness": 1,
-                    },
-                    mode="markers",
-                    name=f"{_text(runtime)} ({_text(source)})",
-                    marker={
-                        "size": 10,
-                        "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f"),
-                        "symbol": "circle" if measured else "circle-open",
-                        "line": {"width": 2},
-                    },
-                    text=[_hover(r) for r in pts],
-                    hoverinfo="text",
-                )
-            )
-        front = pareto(members, "energy")
-        fig.add_trace(
-            go.Scatter(
-                x=[r.energy_j_per_inference for r in front],
-                y=[r.quality_loss_pct for r in front],
-                mode="lines",
-                line={"dash": "solid" if measured else "dot", "color": "#444", "shape": "hv"},
-                name=f"frontier ({_text(source)})",
-                hoverinfo="skip",
-            )
-        )
-    estimated = "" if all(k[-1] in MEASURED for k in by_group) else " — open markers: estimated energy"
-    losses = [r.quality_loss_pct for m in by_group.values() for r in m]
-    off = sorted(
-        {
-            f"{_text(r.variant_name)} on {_text(r.runtime)}"
-            for m in by_group.values()
-            for r in m
-            if r.quality_loss_pct > 100
-        }
-    )
-    if off:  # one broken variant (+30000 %) would flatten every useful point against zero
-        fig.update_yaxes(range=[min(losses) - 5, 100])
-        fig.add_annotation(
-            text="off the chart (loss > 100 %): " + "; ".join(off), xref="paper", yref="paper", x=0, y=1.06,
-            showarrow=False, font={"size": 10, "color": "#b00"}, xanchor="left",
-        )  # fmt: skip
-    fig.update_layout(
-        title=f"{_text(twin)} on {_text(grid)}, batch {_text(batch)}: quality loss vs energy{estimated}",
-        xaxis={"type": "log", "title": "joules per inference (log)"},
-        yaxis={"title": "quality loss % vs fp32 eager reference (lower is better)"},
-        margin={"t": 60, "l": 70, "r": 20, "b": 60},
-    )
-    return fig
-
-
-def _steps_curve(twin: str, records: list[Record]):
-    """Quality against sampling steps, for a twin whose models sample in steps (its `model_info`
-    says `sampling_steps`): the plain fewer-steps sweep and the step-distilled students."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    ok = [r for r in records if r.status == "ok" and r.model_info.get("sampling_steps")]
-    for runtime in sorted({r.runtime for r in ok}):
-        for label, keep in (
-            ("same weights, fewer steps", lambda r: all(s["pass"] == "diffusion-steps" for s in r.lineage)),
-            ("step-distilled student", lambda r: any(s["pass"] == "diffusion-step-distill" for s in r.lineage)),
-        ):
-            pts = sorted(
-                {r.model_info["sampling_steps"]: r for r in ok if r.runtime == runtime and keep(r)}.values(),
-                key=lambda r: r.model_info["sampling_steps"],
-            )
-            if pts:
-                fig.add_trace(
-                    go.Scatter(
-                        x=[r.model_info["sampling_steps"] for r in pts],
-                        y=[r.quality_value for r in pts],
-                        mode="lines+markers" if label.startswith("same") else "markers",
-                        marker={"size": 10, "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f")},
-                        name=f"{label} ({_text(runtime)})",
-                        text=[_hover(r) for r in pts],
-                        hoverinfo="text",
-                    )
-                )
-    metric = _text(ok[0].quality_metric) if ok else "quality"
-    fig.update_layout(
-        title=f"{_text(twin)}: {metric} vs sampling steps",
-        xaxis={"type": "log", "title": "sampling steps"},
-        yaxis={"title": f"{metric} (lower is better)"},
-        margin={"t": 60, "l": 70, "r": 20, "b": 60},
-    )
-    return fig
-
-
 class Cell(NamedTuple):
     text: str
     v: object = None  # data-v: what the sort compares ("" for a number that is missing)
@@ -240,9 +97,27 @@ def _cell(value, fmt: str = ".3g") -> Cell:
 
 
 HEAD = [
-    "twin", "batch", "variant", "chosen", "runtime", "status", "frontier", "quality", "loss %", "J/inference",
-    "CI low", "CI high", "cv", "source", "p50 ms", "p99 ms", "MB", "params", "size KB", "flags",
-]  # fmt: skip
+    "twin",
+    "batch",
+    "variant",
+    "chosen",
+    "runtime",
+    "status",
+    "frontier",
+    "quality",
+    "loss %",
+    "J/inference",
+    "CI low",
+    "CI high",
+    "cv",
+    "source",
+    "p50 ms",
+    "p99 ms",
+    "MB",
+    "params",
+    "size KB",
+    "flags",
+]
 
 
 def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell]:
@@ -271,8 +146,12 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell
 
 
 def _schedule_text(s: Schedule) -> str:
-    extra = "".join([f", {s.carbon_g_per_kwh:g} g CO2e/kWh" if s.carbon_g_per_kwh is not None else "",
-                     f", price {s.price_per_kwh:g}/kWh" if s.price_per_kwh is not None else ""])  # fmt: skip
+    extra = "".join(
+        [
+            f", {s.carbon_g_per_kwh:g} g CO2e/kWh" if s.carbon_g_per_kwh is not None else "",
+            f", price {s.price_per_kwh:g}/kWh" if s.price_per_kwh is not None else "",
+        ]
+    )
     return f"{s.rate_per_s * 60:.4g} inferences/min x {s.instances} instance(s), {s.device_use} device{extra}"
 
 
@@ -294,9 +173,16 @@ def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[l
             except NotProjectable as e:
                 rows.append([r.variant_name, r.runtime, f"not projected: {e}", "-", "-", source])
                 continue
-            rows.append([r.variant_name, r.runtime, ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
-                         ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
-                         ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high), p.energy_source])  # fmt: skip
+            rows.append(
+                [
+                    r.variant_name,
+                    r.runtime,
+                    ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
+                    ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
+                    ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
+                    p.energy_source,
+                ]
+            )
         out.append((f"{twin} on {grid}, batch {batch} ({source})", rows))
     return out
 
@@ -313,15 +199,15 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
     for r in records:
         by_chart[(r.twin, r.grid, r.batch_size)].append(r)
     for (twin, grid, batch), members in sorted(by_chart.items()):
-        charts.append(_scatter(twin, grid, batch, members))
+        charts.append(scatter(twin, grid, batch, members))
     by_twin: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_twin[r.twin].append(r)
     for twin, members in sorted(by_twin.items()):
         if any(r.model_info.get("sampling_steps") for r in members if r.status == "ok"):
-            charts.append(_steps_curve(twin, members))
+            charts.append(steps_curve(twin, members))
     # Trusted as markup: plotly's output, whose JSON escapes < > / (no </script> breakout) and whose
-    # record text _text() escaped before it entered the figure.
+    # record text plots._text() escaped before it entered the figure.
     parts = [
         Markup(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=f"chart-{i}", default_width="900px"))
         for i, fig in enumerate(charts)

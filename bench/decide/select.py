@@ -82,14 +82,20 @@ class Constraints:
         """How a cell violates each constraint (empty: feasible)."""
         out = []
         if r.quality_loss_pct > self.max_quality_loss_pct:
-            out.append(f"quality loss {r.quality_loss_pct:+.2f} % exceeds {self.max_quality_loss_pct:g} % "
-                       f"by {r.quality_loss_pct - self.max_quality_loss_pct:.2f} points")  # fmt: skip
+            out.append(
+                f"quality loss {r.quality_loss_pct:+.2f} % exceeds {self.max_quality_loss_pct:g} % "
+                f"by {r.quality_loss_pct - self.max_quality_loss_pct:.2f} points"
+            )
         if self.max_latency_ms_p99 is not None and (r.latency_ms_p99 or 0) > self.max_latency_ms_p99:
-            out.append(f"p99 {r.latency_ms_p99:.3g} ms exceeds {self.max_latency_ms_p99:g} ms "
-                       f"by {r.latency_ms_p99 - self.max_latency_ms_p99:.3g} ms")  # fmt: skip
+            out.append(
+                f"p99 {r.latency_ms_p99:.3g} ms exceeds {self.max_latency_ms_p99:g} ms "
+                f"by {r.latency_ms_p99 - self.max_latency_ms_p99:.3g} ms"
+            )
         if self.max_memory_mb is not None and (r.peak_memory_mb or 0) > self.max_memory_mb:
-            out.append(f"memory {r.peak_memory_mb:.0f} MB exceeds {self.max_memory_mb:g} MB "
-                       f"by {r.peak_memory_mb - self.max_memory_mb:.0f} MB")  # fmt: skip
+            out.append(
+                f"memory {r.peak_memory_mb:.0f} MB exceeds {self.max_memory_mb:g} MB "
+                f"by {r.peak_memory_mb - self.max_memory_mb:.0f} MB"
+            )
         out += [miss for w in self.where if (miss := w.miss(r))]
         return out
 
@@ -193,9 +199,14 @@ def _project_all(candidates: list[Record], schedule: Schedule) -> dict[str, Proj
 
 
 def _reasons(
-    chosen: Record, ranked: list[Record], candidates: list[Record], c: Constraints, batch: int,
-    cost_of: Callable[[Record], float], ci_of: Callable[[Record], tuple[float, float]],
-) -> list[str]:  # fmt: skip
+    chosen: Record,
+    ranked: list[Record],
+    candidates: list[Record],
+    c: Constraints,
+    batch: int,
+    cost_of: Callable[[Record], float],
+    ci_of: Callable[[Record], tuple[float, float]],
+) -> list[str]:
     unit = {"energy": "J/inference", "latency": "ms (p50)", "annual": "kWh/year"}[c.objective]
     low, high = ci_of(chosen)
     noise = " within the noise" if c.objective in OBJECTIVES else ""  # annual ranks by its point value
@@ -230,6 +241,12 @@ def _reasons(
     ref = next((r for r in ranked if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
     if ref is not None and ref is not chosen:
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
+    return out + _warnings(chosen)
+
+
+def _warnings(chosen: Record) -> list[str]:
+    """What the chosen cell's flags say about trusting its figures."""
+    out = []
     if chosen.flags:
         out.append(f"validity flags on this cell: {', '.join(chosen.flags)}")
     if "contended" in chosen.flags:
@@ -265,8 +282,11 @@ def render(sel: Selection) -> str:
     c = sel.constraints
     basis = "energy" if c.objective == "annual" else c.objective
     lines = [f"frontier ({basis} vs quality loss), cheapest first; * meets the constraints:"]
-    ties = {r.cell_key: f"={n}{'*' if i == 0 else ''}" for n, tie in enumerate(tie_groups(sel.frontier, basis), 1)
-            for i, r in enumerate(tie)}  # fmt: skip
+    ties = {
+        r.cell_key: f"={n}{'*' if i == 0 else ''}"
+        for n, tie in enumerate(tie_groups(sel.frontier, basis), 1)
+        for i, r in enumerate(tie)
+    }
     for r in sel.frontier:
         mark = "*" if r in sel.feasible else " "
         lines.append(
@@ -280,8 +300,11 @@ def render(sel: Selection) -> str:
         s = sel.schedule
         shown = {r.cell_key: r for r in (*sel.frontier, sel.chosen) if r.cell_key in sel.projections}
         rows = [(f"{r.variant_name[:48]} on {r.runtime}", sel.projections[k]) for k, r in shown.items()]
-        lines += ["", f"per year at {s.rate_per_s * 60:.4g}/min x {s.instances} instance(s), {s.device_use} device:",
-                  render_table(rows)]  # fmt: skip
+        lines += [
+            "",
+            f"per year at {s.rate_per_s * 60:.4g}/min x {s.instances} instance(s), {s.device_use} device:",
+            render_table(rows),
+        ]
     lines += ["", f"chosen: {sel.chosen.variant_name} on {sel.chosen.runtime} (variant {sel.chosen.variant_id})"]
     lines += [f"  - {reason}" for reason in sel.reasons]
     return "\n".join(lines)

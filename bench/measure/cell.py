@@ -69,10 +69,13 @@ def open_session(
         notes=[] if notes is None else notes,
     )
     ctx = RuntimeContext(
-        device=cell.device, threads=plan.threads, workdir=workdir, twin=twin,
+        device=cell.device,
+        threads=plan.threads,
+        workdir=workdir,
+        twin=twin,
         artifact_stem=f"{twin.name}-{cell.variant.id}",
         rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
-    )  # fmt: skip
+    )
     session = make_session(cell.runtime, copy.deepcopy(model), ctx)
     # The bytes this session loaded, hashed now: an export must copy exactly these.
     artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None

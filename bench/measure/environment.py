@@ -10,7 +10,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.measure.nvml import gpu_info, gpu_state
+
+REPO = Path(__file__).resolve().parents[2]
 LIBRARIES = ("torch", "onnxruntime", "onnx", "transformers", "torch-geometric", "zeus", "numpy", "safetensors")
 
 
@@ -43,51 +45,6 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[lib] = None
     return versions
-
-
-# Clock event reasons that are not throttling: an idle GPU, or clocks an administrator set
-# (nvmlClocksEventReasonGpuIdle | nvmlClocksEventReasonApplicationsClocksSetting).
-BENIGN_CLOCK_REASONS = 0x1 | 0x2
-
-
-def is_throttled(reasons: int) -> bool:
-    """Whether NVML's clock event reasons say the GPU is slowed (thermal, power, ...)."""
-    return bool(int(reasons) & ~BENIGN_CLOCK_REASONS)
-
-
-def gpu_state(index: int = 0) -> dict:
-    """SM clock, temperature, power limit and throttle reasons from NVML; {} where there is none."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(h)
-        return {
-            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-            "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
-            "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
-            "clock_event_reasons": int(reasons),
-            "throttled": is_throttled(reasons),
-        }
-    except Exception:  # no NVML, no GPU, or an older driver: no device state to report
-        return {}
-
-
-def gpu_info(index: int = 0) -> dict:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        name = pynvml.nvmlDeviceGetName(h)
-        return {
-            "gpu_name": name.decode() if isinstance(name, bytes) else name,
-            "driver": pynvml.nvmlSystemGetDriverVersion(),
-            "power_limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
-        }
-    except Exception:
-        return {}
 
 
 def capture(device: str, threads: int, meter_why: str) -> dict:

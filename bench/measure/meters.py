@@ -20,14 +20,13 @@ during the window, not only before and after it).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench.measure.environment import gpu_state, is_throttled
+from bench.measure.nvml import GpuProbe, GpuWatch, gpu_state, nvml_handle, visible_gpu_index
 from models.errors import Unsupported
 from models.plugins import Registry, Requirements
 
@@ -159,133 +158,6 @@ class ZeusMeter(Meter):
         return sum(cpu.values()) if cpu else None
 
 
-def visible_gpu_index(cuda_index: int = 0) -> int | None:
-    """The NVML index of this process's CUDA device `cuda_index` (None: unknown). CUDA_VISIBLE_DEVICES
-    renumbers CUDA devices (Ray sets it for each task it gives a GPU) and NVML does not; Zeus maps
-    the CUDA index to the right counter, and records name the physical GPU with this."""
-    visible = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
-    if cuda_index >= len(visible):
-        return cuda_index if not visible else None
-    if visible[cuda_index].isdigit():
-        return int(visible[cuda_index])
-    try:  # a GPU named by UUID: NVML knows its index
-        import pynvml
-
-        pynvml.nvmlInit()
-        return int(pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(visible[cuda_index])))
-    except Exception:  # no NVML, a UUID prefix or a MIG instance: say unknown rather than guess
-        return None
-
-
-# Power polling period: half the ~100 ms update period of the power reading, as Zeus's PowerMonitor
-# polls (it halves the update period it infers), so every update is seen at least once.
-POWER_POLL_S = 0.05
-SLOW_POLL_EVERY = 5  # processes and clock reasons every 5th power poll (0.25 s): cheap enough, and a
-# neighbour or a slowdown shorter than that barely moves a window of >= 5 s
-
-
-class GpuProbe:
-    """Single NVML queries about one GPU, each None when NVML cannot answer (unsupported, an old
-    driver, a stub): a watch polls these beside the energy counter."""
-
-    def __init__(self, gpus, index: int, handle) -> None:
-        self.gpus, self.index, self.handle = gpus, index, handle  # Zeus's GPU list and CUDA index; NVML handle
-        self.pid = os.getpid()
-
-    def power_w(self) -> float | None:
-        """The instantaneous power reading (NVML_FI_DEV_POWER_INSTANT through Zeus), not
-        nvmlDeviceGetPowerUsage: on Ampere (but GA100) and newer that one is a 1 s average, which
-        would smear a window's edges over a second."""
-        try:
-            mw = self.gpus.get_instant_power_usage(self.index)
-        except Exception:  # unsupported here (Zeus raises its own types), or no NVML
-            return None
-        return mw / 1000.0 if mw and mw > 0 else None
-
-    def other_processes(self) -> int | None:
-        """Processes besides this one that hold a compute context on the GPU. In a container NVML
-        may list host PIDs, so this process's PID is not among them; one listed process is then
-        taken to be this one (its own CUDA context), never counted as a neighbour."""
-        if self.handle is None:
-            return None
-        try:
-            import pynvml
-
-            pids = [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle)]
-        except Exception:
-            return None
-        return len([p for p in pids if p != self.pid]) if self.pid in pids else max(0, len(pids) - 1)
-
-    def throttled(self) -> bool | None:
-        if self.handle is None:
-            return None
-        try:
-            import pynvml
-
-            reasons = int(pynvml.nvmlDeviceGetCurrentClocksEventReasons(self.handle))
-        except Exception:
-            return None
-        return is_throttled(reasons)
-
-
-class GpuWatch:
-    """Polls a `GpuProbe` on a background thread for the length of one window: power readings
-    (sample-and-hold integrated into joules over the window), the most neighbour processes seen,
-    and whether the GPU throttled at any point."""
-
-    def __init__(self, probe: GpuProbe, period_s: float = POWER_POLL_S) -> None:
-        self.probe, self.period_s = probe, period_s
-        self.power: list[tuple[float, float]] = []
-        self.others: list[int] = []
-        self.throttle: list[bool] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twinbench-gpu-watch", daemon=True)
-
-    def start(self) -> GpuWatch:
-        self.t0 = time.perf_counter()
-        self._poll(slow=True)
-        self._thread.start()
-        return self
-
-    def _poll(self, slow: bool) -> None:
-        if (w := self.probe.power_w()) is not None:
-            self.power.append((time.perf_counter(), w))
-        if slow:
-            if (n := self.probe.other_processes()) is not None:
-                self.others.append(n)
-            if (t := self.probe.throttled()) is not None:
-                self.throttle.append(t)
-
-    def _run(self) -> None:
-        tick = 0
-        while not self._stop.wait(self.period_s):
-            tick += 1
-            self._poll(slow=tick % SLOW_POLL_EVERY == 0)
-
-    def stop(self) -> dict:
-        """Stop polling; what was seen, as Reading's optional fields."""
-        self._stop.set()
-        self._thread.join()
-        self._poll(slow=True)
-        t1 = time.perf_counter()
-        return dict(
-            power_joules=integrate_power(self.power, self.t0, t1),
-            gpu_other_processes=max(self.others) if self.others else None,
-            throttled=any(self.throttle) if self.throttle else None,
-        )
-
-
-def integrate_power(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
-    """Joules from (time, watts) samples over [t0, t1], each reading held until the next (a reading
-    is an average over the time before it, so holding it is as fair as interpolating). None without
-    a reading in the first half of the window: a reading that started late cannot cover it."""
-    inside = [(t, w) for t, w in samples if t0 <= t <= t1]
-    if not inside or inside[0][0] > t0 + 0.5 * (t1 - t0):
-        return None
-    times = [t0] + [t for t, _ in inside[1:]] + [t1]
-    return sum(w * (b - a) for (_, w), a, b in zip(inside, times, times[1:], strict=False))
-
-
 def _zeus_monitor():
     try:
         from zeus.monitor import ZeusMonitor
@@ -318,7 +190,7 @@ class NvmlMeter(ZeusMeter):
         if gpu_index >= len(gpus) or not gpus.supports_get_total_energy_consumption(gpu_index):
             raise Unsupported("no NVML energy counter for this GPU (pre-Volta or no NVML)")
         nvml_index = visible_gpu_index(gpu_index)
-        probe = GpuProbe(gpus, gpu_index, _nvml_handle(nvml_index))
+        probe = GpuProbe(gpus, gpu_index, nvml_handle(nvml_index))
         return cls(monitor_cls(gpu_indices=[gpu_index], cpu_indices=[]), gpu_index, sync, probe, nvml_index)
 
     def __init__(
@@ -354,17 +226,6 @@ class NvmlMeter(ZeusMeter):
 
     def _observed(self, key: str) -> dict:
         return self._seen.pop(key, {})
-
-
-def _nvml_handle(nvml_index: int | None):
-    if nvml_index is None:
-        return None
-    try:
-        import pynvml
-
-        return pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
-    except Exception:  # no handle: the watch reports power only
-        return None
 
 
 @METERS.register("rapl")

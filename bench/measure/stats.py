@@ -41,6 +41,10 @@ def percentiles_ms(seconds) -> dict[str, float]:
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     ci = summarize(ms, n_boot=500)  # the p50's noise, for comparing runs (`twinbench compare`)
     return {
-        "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()),
-        "p50_ci95_low": ci.ci95_low, "p50_ci95_high": ci.ci95_high,
-    }  # fmt: skip
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "mean": float(ms.mean()),
+        "p50_ci95_low": ci.ci95_low,
+        "p50_ci95_high": ci.ci95_high,
+    }

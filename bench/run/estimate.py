@@ -167,8 +167,11 @@ def _measured_here(cls: type, config, device: str, grid: str, root: Path | None)
             per_epoch.setdefault(meta_path.parent.name, []).append(seconds / epochs)
     if not per_epoch:
         return None
-    values, where = (per_epoch[grid], "this grid") if grid in per_epoch else (
-        [v for vs in per_epoch.values() for v in vs], ", ".join(sorted(per_epoch)))  # fmt: skip
+    values, where = (
+        (per_epoch[grid], "this grid")
+        if grid in per_epoch
+        else ([v for vs in per_epoch.values() for v in vs], ", ".join(sorted(per_epoch)))
+    )
     slowest = max(values)
     return slowest * fit.max_epochs, (
         f"measured here: up to {slowest:.2f} s an epoch in {len(values)} earlier training(s) on {where} "
@@ -215,17 +218,18 @@ class Estimate:
         return self.measuring_s + self.training_s
 
 
-def estimate(
-    plan: RunPlan, todo: list[Cell], workers: int, shard_size: int | None, needs: TrainingNeeds
-) -> Estimate:  # fmt: skip
+def estimate(plan: RunPlan, todo: list[Cell], workers: int, shard_size: int | None, needs: TrainingNeeds) -> Estimate:
     shards = make_shards(plan, todo, shard_size)
     return Estimate(workers, len(shards), estimate_wall_seconds(plan, shards, workers), needs.wall_seconds(workers))
 
 
 def describe(
-    plan: RunPlan, todo: list[Cell], needs: TrainingNeeds, shard_size: int | None = None,
+    plan: RunPlan,
+    todo: list[Cell],
+    needs: TrainingNeeds,
+    shard_size: int | None = None,
     max_minutes: float | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """The dry run's printout: cells, shards, training to do and the estimated time on one worker
     and on several."""
     here = runs_here(plan)
@@ -255,8 +259,10 @@ def describe(
     one, many = DRY_RUN_WORKERS
     single = estimate(plan, todo, one, shard_size, needs)
     spread = estimate(plan, todo, many, shard_size or RAY_SHARD_SIZE, needs)
-    lines.append(f"shards: {single.shards} on {one} worker, {spread.shards} on {many} workers "
-                 f"({shard_size or RAY_SHARD_SIZE} variants a shard besides the reference)")  # fmt: skip
+    lines.append(
+        f"shards: {single.shards} on {one} worker, {spread.shards} on {many} workers "
+        f"({shard_size or RAY_SHARD_SIZE} variants a shard besides the reference)"
+    )
     lines += _training_lines(plan, needs)
     unit = "GPU" if plan.device == "cuda" else "CPU worker"
     lines.append(f"estimated time {'':14} measuring   training      total")
@@ -293,8 +299,10 @@ def estimate_wall_seconds(plan: RunPlan, shards: list[Shard], workers: int) -> f
 
 def _training_lines(plan: RunPlan, needs: TrainingNeeds) -> list[str]:
     todo = needs.todo
-    lines = [f"training to do: {len(todo)} of {len(needs.jobs)} ({len(needs.jobs) - len(todo)} cached), "
-             f"{plan.model_size} size on {plan.device}"]  # fmt: skip
+    lines = [
+        f"training to do: {len(todo)} of {len(needs.jobs)} ({len(needs.jobs) - len(todo)} cached), "
+        f"{plan.model_size} size on {plan.device}"
+    ]
     for note in needs.notes:
         lines.append(f"  {note}")
     for grid in plan.grids:

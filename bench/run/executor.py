@@ -17,7 +17,8 @@ from typing import Protocol
 import torch
 
 from bench.measure import environment
-from bench.measure.meters import choose_meter, visible_gpu_index
+from bench.measure.meters import choose_meter
+from bench.measure.nvml import visible_gpu_index
 from bench.measure.protocol import ShardContext, measure_shard
 from bench.plan import RunPlan, Shard
 from bench.records import Record
@@ -66,9 +67,16 @@ def measure_shard_job(
     twin = cls(load_grid(shard.grid), cls.config_for(plan.model_size))
     model, _, _ = train_or_load(twin, log=log, device=plan.device)
     ctx = ShardContext(
-        plan=plan, run_id=job.run_id, workdir=Path(job.run_path) / "artifacts", meter=choice.meter, env=env,
-        host=socket.gethostname(), device_index=visible_gpu_index() if cuda else None, on_cell=on_cell, log=log,
-    )  # fmt: skip
+        plan=plan,
+        run_id=job.run_id,
+        workdir=Path(job.run_path) / "artifacts",
+        meter=choice.meter,
+        env=env,
+        host=socket.gethostname(),
+        device_index=visible_gpu_index() if cuda else None,
+        on_cell=on_cell,
+        log=log,
+    )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     return ShardResult(shard, measure_shard(twin, model, shard, ctx), env)
 
@@ -109,8 +117,20 @@ def error_records(job: ShardJob, reason: str) -> list[Record]:
     """A shard that could not be measured (its worker kept dying, its twin failed to load): one
     error record per cell, so the run goes on and says what is missing and why."""
     return [
-        Record(run_id=job.run_id, suite=job.plan.suite, twin=c.twin, grid=c.grid, variant_id=c.variant.id,
-               variant_name=c.variant.name, lineage=c.variant.lineage, runtime=c.runtime, device=c.device,
-               batch_size=c.batch_size, shard_id=job.shard.id, status="error", status_reason=reason[:2000])
+        Record(
+            run_id=job.run_id,
+            suite=job.plan.suite,
+            twin=c.twin,
+            grid=c.grid,
+            variant_id=c.variant.id,
+            variant_name=c.variant.name,
+            lineage=c.variant.lineage,
+            runtime=c.runtime,
+            device=c.device,
+            batch_size=c.batch_size,
+            shard_id=job.shard.id,
+            status="error",
+            status_reason=reason[:2000],
+        )
         for c in job.shard.cells
-    ]  # fmt: skip
+    ]

@@ -30,8 +30,10 @@ def nightly(req: NightlyRequest) -> tuple[str, int]:
     records, env = load_records(run_dir.path)
     base = req.baseline or baseline_path(env, records[0].device)
     if not base.is_file():
-        raise InputError(f"no baseline for this device at {base}: promote a run with `twinbench baseline --run "
-                         f"{run_dir.path}` (and commit it)")  # fmt: skip
+        raise InputError(
+            f"no baseline for this device at {base}: promote a run with `twinbench baseline --run "
+            f"{run_dir.path}` (and commit it)"
+        )
     base_records, _ = load_records(base)
     verdict = compare.compare(base_records, records, req.threshold_pct, req.quality_threshold_pct)
     text = compare.render(verdict, str(base), str(run_dir.path), req.threshold_pct)

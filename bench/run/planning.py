@@ -30,9 +30,14 @@ def select_variants(variants: tuple[Variant, ...], selectors: list[str] | None) 
 
 
 def make_plan(
-    suite: Suite, device: str | None = None, twin: str | None = None, runtime: str | None = None,
-    threads: int | None = None, variants: list[str] | None = None, seed: int = 0, estimate_only: bool = False,
-) -> RunPlan:  # fmt: skip
+    suite: Suite,
+    device: str | None = None,
+    twin: str | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    variants: list[str] | None = None,
+    estimate_only: bool = False,
+) -> RunPlan:
     """The plan of a suite as narrowed by the command line. `estimate_only`: a CUDA plan may be made
     on a machine without CUDA, to be estimated (`run --dry-run`), never run here."""
     device = device or suite.device
@@ -48,11 +53,18 @@ def make_plan(
             raise UnknownNameError("runtime", name, runtime_names())
     m = suite.measure
     return RunPlan(
-        suite=suite.name, device=device, model_size=suite.model_size, grids=suite.grids,
-        twins=(twin,) if twin else suite.twins, runtimes=tuple(runtimes), batch_sizes=m.batch_sizes,
-        window_s=m.window_s, repetitions=m.repetitions, threads=threads or default_threads(),
-        variants=(REFERENCE, *select_variants(suite.variants, variants)), seed=seed,
-    )  # fmt: skip
+        suite=suite.name,
+        device=device,
+        model_size=suite.model_size,
+        grids=suite.grids,
+        twins=(twin,) if twin else suite.twins,
+        runtimes=tuple(runtimes),
+        batch_sizes=m.batch_sizes,
+        window_s=m.window_s,
+        repetitions=m.repetitions,
+        threads=threads or default_threads(),
+        variants=(REFERENCE, *select_variants(suite.variants, variants)),
+    )
 
 
 def make_shards(plan: RunPlan, todo: list[Cell], shard_size: int | None = None) -> list[Shard]:

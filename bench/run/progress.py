@@ -25,8 +25,13 @@ class RunProgress:
                 TimeRemainingColumn,
             )
 
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn())  # fmt: skip
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
             self.bar = Progress(*columns, console=self.console, transient=True).__enter__()
             self.task = self.bar.add_task("cells", total=None)
         self.started, self.first_done, self.last_line, self.last_done = time.monotonic(), None, 0.0, None

@@ -46,9 +46,13 @@ class RayExecutor:
     name = "ray"
 
     def __init__(
-        self, device: str, address: str | None = None, log: Callable[[str], None] = print,
-        shard_fn: Callable[[ShardJob], ShardResult] | None = None, max_retries: int = 2,
-    ) -> None:  # fmt: skip
+        self,
+        device: str,
+        address: str | None = None,
+        log: Callable[[str], None] = print,
+        shard_fn: Callable[[ShardJob], ShardResult] | None = None,
+        max_retries: int = 2,
+    ) -> None:
         self.log, self.shard_fn, self.max_retries = log, shard_fn or measure_shard_job, max_retries
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         if address is not None and address != "auto":
@@ -90,8 +94,9 @@ class RayExecutor:
             finished_cells += len(job.shard.cells)
             finished_shards += 1
             running = min(self.workers, len(pending))
-            progress(finished_cells, f"shards: {finished_shards} done, {running} running, "
-                                     f"{len(pending) - running} waiting")  # fmt: skip
+            progress(
+                finished_cells, f"shards: {finished_shards} done, {running} running, {len(pending) - running} waiting"
+            )
 
     def close(self) -> None:
         if self.started:

@@ -60,8 +60,15 @@ def train_references(req: TrainRequest, log: Callable[[str], None]) -> list[Base
             for name, scores in evaluation.baselines.items():
                 rows.append(
                     BaselineRow(
-                        grid, twin.name, evaluation.primary, evaluation.value, name, scores[evaluation.primary],
-                        evaluation.margin_pct(name), name in twin.required_baselines, how,
+                        grid,
+                        twin.name,
+                        evaluation.primary,
+                        evaluation.value,
+                        name,
+                        scores[evaluation.primary],
+                        evaluation.margin_pct(name),
+                        name in twin.required_baselines,
+                        how,
                     )
-                )  # fmt: skip
+                )
     return rows

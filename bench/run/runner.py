@@ -50,9 +50,10 @@ class RunRequest:
 
 
 def run(
-    req: RunRequest, log: Callable[[str], None] = print,
+    req: RunRequest,
+    log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda done, total, what: None,
-) -> RunDir:  # fmt: skip
+) -> RunDir:
     """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
     if req.max_minutes is not None and not (math.isfinite(req.max_minutes) and req.max_minutes > 0):
         raise ConfigError(f"--max-minutes must be a positive number, got {req.max_minutes}")
@@ -94,9 +95,12 @@ def _saved_plan(run_dir: RunDir) -> tuple[RunPlan, str]:
 
 
 def _execute(
-    plan: RunPlan, resumed: tuple[RunDir, str] | None, req: RunRequest, log: Callable[[str], None],
+    plan: RunPlan,
+    resumed: tuple[RunDir, str] | None,
+    req: RunRequest,
+    log: Callable[[str], None],
     progress: Callable[[int, int, str], None],
-) -> RunDir:  # fmt: skip
+) -> RunDir:
     """Measure what is left of `plan`. A new run's folder is created only once the plan is accepted
     (refusals leave nothing behind); a resumed one is already locked by the caller."""
     done = {r.cell_key for r in resumed[0].records()} if resumed else set()
@@ -150,9 +154,13 @@ def _executor(name: str, device: str, address: str | None, log: Callable[[str], 
 
 
 def _shards(
-    plan: RunPlan, todo: list[Cell], ex: Executor, shard_size: int | None, max_minutes: float | None,
+    plan: RunPlan,
+    todo: list[Cell],
+    ex: Executor,
+    shard_size: int | None,
+    max_minutes: float | None,
     log: Callable[[str], None],
-) -> list[Shard]:  # fmt: skip
+) -> list[Shard]:
     """The shards of what is left to measure; refuses a plan whose measuring and training are
     estimated to outlast --max-minutes."""
     shards = make_shards(plan, todo, shard_size or _default_shard_size(ex))
@@ -162,10 +170,12 @@ def _shards(
     wall = measuring + training
     cells = plan.cells()
     unknown = f", {len(needs.unknown)} of unknown length" if needs.unknown else ""
-    log(f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(shards)} shards on "
+    log(
+        f"{len(cells)} cells ({len(cells) - len(todo)} done, {len(todo)} to measure) in {len(shards)} shards on "
         f"{ex.workers} {ex.name} worker{'s' if ex.workers > 1 else ''}; estimated {wall / 60:.1f} min: "
         f"{measuring / 60:.1f} measuring, {training / 60:.1f} training ({len(needs.todo)} to train{unknown}; "
-        "rough: `run --dry-run` says what and why)")  # fmt: skip
+        "rough: `run --dry-run` says what and why)"
+    )
     if max_minutes is not None and wall > 60 * max_minutes:
         raise Verdict(
             f"the plan needs about {wall / 60:.1f} min ({measuring / 60:.1f} measuring, {training / 60:.1f} "
@@ -192,9 +202,14 @@ def dry_run(req: RunRequest) -> str:
 
 
 def _measure(
-    run_dir: RunDir, plan: RunPlan, run_id: str, ex: Executor, shards: list[Shard], log: Callable[[str], None],
+    run_dir: RunDir,
+    plan: RunPlan,
+    run_id: str,
+    ex: Executor,
+    shards: list[Shard],
+    log: Callable[[str], None],
     progress: Callable[[int, int, str], None],
-) -> None:  # fmt: skip
+) -> None:
     """Measure the shards (the caller holds the run folder's lock), recording each as it arrives."""
     cells = plan.cells()
     already = len(cells) - sum(len(s.cells) for s in shards)
@@ -226,8 +241,10 @@ def make_executor(name: str, device: str, address: str | None, log: Callable[[st
     try:
         from bench.run.ray_executor import RayExecutor  # Ray is imported only when asked for
     except ImportError as e:
-        raise ConfigError(f"--executor ray needs Ray, which is not importable here ({e}): "
-                          "pip install -e '.[ray]', or run with the local executor") from e  # fmt: skip
+        raise ConfigError(
+            f"--executor ray needs Ray, which is not importable here ({e}): "
+            "pip install -e '.[ray]', or run with the local executor"
+        ) from e
     return RayExecutor(device=device, address=address, log=log)
 
 

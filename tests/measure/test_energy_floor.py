@@ -4,7 +4,7 @@ and make `energy_over_floor` flatter a quantized variant)."""
 
 import pytest
 
-from bench.measure.protocol import cell_energy_floor
+from bench.measure.recording import cell_energy_floor
 from bench.measure.validity import DEVICE_PEAKS, PRECISIONS, compute_precision, energy_floor
 from bench.plan import Cell
 from compress.base import parse_variant

@@ -14,7 +14,8 @@ and reading an nvml meter must not need it (this runs on CPU-only CI).
 import pynvml
 import pytest
 
-from bench.measure.meters import NoneMeter, choose_meter, visible_gpu_index
+from bench.measure.meters import NoneMeter, choose_meter
+from bench.measure.nvml import visible_gpu_index
 from tests.conftest import stubbed_nvml
 
 START_MJ = {0: 5_000_000, 1: 9_000_000}

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pynvml
 import pytest
 
-from bench.measure.meters import NvmlMeter, choose_meter, integrate_power
+from bench.measure.meters import NvmlMeter, choose_meter
+from bench.measure.nvml import integrate_power
 from bench.measure.validity import CROSSCHECK_PCT, Evidence, validity_flags
 from bench.records import describe_flags
 from tests.nvml_sim import SimulatedGPU, simulated_nvml

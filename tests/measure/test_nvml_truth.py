@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.measure import protocol
+from bench.measure import recording
 from bench.measure.validity import CROSSCHECK_PCT, GPU_MIN_WINDOW_S, SHORT_FRACTION
 from bench.records import Record
 from tests.nvml_sim import SimRun, SimulatedGPU, load_twin, measure_on_simulator
@@ -110,8 +110,8 @@ def test_skipping_the_idle_subtraction_fails_the_dynamic_check(five_second_run):
         windows = five_second_run.windows_of(r)
         joules, seconds = [w.reading.joules for w in windows], [w.reading.seconds for w in windows]
         n = r.iterations * r.batch_size
-        assert protocol.dynamic_j_per_inference(joules, seconds, r.idle_power_w, n) == r.energy_dynamic_j_per_inference
-        no_idle = protocol.dynamic_j_per_inference(joules, seconds, 0.0, n)
+        assert recording.dynamic_j_per_inference(joules, seconds, r.idle_power_w, n) == r.energy_dynamic_j_per_inference
+        no_idle = recording.dynamic_j_per_inference(joules, seconds, 0.0, n)
         failures = check_energy(five_second_run, r, dynamic_j=no_idle)
         assert len(failures) == 1 and failures[0].startswith("dynamic"), failures
 
