@@ -133,6 +133,9 @@ class RunPlan:
 
 
 MAX_THREADS = 4096  # intra-op threads: more than any machine has cores
+# A plan names grids as the cache does (SimBench codes, user grids' `<stem>-<hash>`): never a path,
+# which could lead a worker's cache lookup out of the cache folder.
+GridName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 
 
 class PlanFile(BaseModel):
@@ -143,7 +146,7 @@ class PlanFile(BaseModel):
     suite: Name
     device: Literal["cpu", "cuda"]
     model_size: Literal["smoke", "full"]
-    grids: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    grids: Annotated[list[GridName], Field(min_length=1, max_length=MAX_LIST)]
     twins: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
     runtimes: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
     batch_sizes: Annotated[list[Annotated[int, Field(ge=1, le=MAX_BATCH)]], Field(min_length=1, max_length=MAX_LIST)]

@@ -7,6 +7,7 @@ sampled trajectory): energy and throughput are per sample, latency is per call o
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 # the variant's compute precision (fp32 for all in 2). Versions 1 and 2 still read.
 SCHEMA_VERSION = 3
 STATUSES = ("ok", "unsupported", "error")
+# Fields of measured figures (energy, power, latency, throughput): never NaN or infinite in a record.
+MEASURED_PREFIXES = ("energy_", "idle_power", "avg_power", "reference_", "latency_", "throughput")
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,12 @@ class Record:
             if not _is_a(value, hints[f.name]):
                 raise ValueError(f"field {f.name!r} must be {hints[f.name]}, got {value!r:.80}")
             values[f.name] = value
+        for name, value in values.items():  # measured figures are finite: NaN would rank as the cheapest
+            if name.startswith(MEASURED_PREFIXES) and isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"field {name!r} must be a finite number, got {value!r}")
+        for k, v in values.get("quality_metrics", {}).items():
+            if not (isinstance(k, str) and (v is None or _is_a(v, float))):
+                raise ValueError(f"field 'quality_metrics' must map metric names to numbers, got {k!r}: {v!r:.40}")
         flags, lineage = values.get("flags", ()), values.get("lineage", ())
         if not all(isinstance(x, str) for x in flags):
             raise ValueError("field 'flags' must hold strings")

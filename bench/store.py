@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import filelock
@@ -81,14 +82,22 @@ class RunDir:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         tmp.replace(self.path / name)
 
-    def read_json(self, name: str) -> dict:
+    def inside(self, name: str) -> Path:
+        """A file of the run folder, refused where it leads out of it (a symlink to elsewhere): a
+        report, a selection or a resume reads only what the run wrote."""
         path = self.path / name
+        if path.is_symlink() and not path.resolve().is_relative_to(self.path.resolve()):
+            raise InputError(f"{path} is a link that leads out of the run folder: refusing to read it")
+        return path
+
+    def read_json(self, name: str) -> dict:
+        path = self.inside(name)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise InputError(f"{path} is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path} is not valid JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # a 100k-deep file too
+            raise InputError(f"{path} is not valid JSON: {type(e).__name__}: {e}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path} must hold a JSON object, not {type(data).__name__}")
         return data
@@ -126,35 +135,42 @@ class RunDir:
         )
 
     def records(self) -> list[Record]:
-        return read_records(self.records_path) if self.records_path.exists() else []
+        path = self.inside(self.records_path.name)
+        return read_records(path) if path.exists() else []
 
 
-def write_output(path: Path, text: str, starts_with: str | None = None) -> Path:
-    """Write `text` to `path` whole or not at all (a temporary file beside it, then a rename: a full
-    disk leaves the old file, never half a new one). An existing file is replaced only if twinbench
-    wrote it: a file of twinbench's own name in its own folder (starts_with None), or one whose text
-    begins with `starts_with` (e.g. a verdict's heading); anything else is refused, so an `--out`
-    can never overwrite a run's records."""
+def write_output(
+    path: Path, content: str | bytes, starts_with: str | None = None, ours: Callable[[Path], bool] | None = None
+) -> Path:
+    """Write `content` to `path` whole or not at all (a temporary file beside it, then a rename: a
+    full disk leaves the old file, never half a new one). An existing file is replaced only if
+    twinbench wrote it: a file of twinbench's own name in its own folder (no check given), one whose
+    text begins with `starts_with` (e.g. a verdict's heading), or one `ours` recognises; anything else
+    is refused, so an `--out` can never overwrite a run's records."""
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name")
-    if starts_with is not None and path.exists():
-        try:
-            with open(path, encoding="utf-8") as f:
-                ours = f.read(len(starts_with)) == starts_with
-        except (OSError, UnicodeDecodeError):
-            ours = False
-        if not ours:
-            raise InputError(
-                f"{path} exists and twinbench did not write it: refusing to replace it; choose another file"
-            )
+    if path.is_symlink():  # dangling or looping too: exists() is False for those
+        raise InputError(f"{path} is a symbolic link, which twinbench did not write: refusing to replace it")
+    if starts_with is not None:
+        ours = partial(_starts_with, starts_with)
+    if ours is not None and path.exists() and not ours(path):
+        raise InputError(f"{path} exists and twinbench did not write it: refusing to replace it; choose another file")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {e.strerror or e}") from None
     return path
+
+
+def _starts_with(heading: str, path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(len(heading)) == heading
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def readable_line(record: Record) -> str:
@@ -185,8 +201,8 @@ def read_records(path: Path) -> list[Record]:
             continue
         try:
             records.append(Record.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
-            raise InputError(f"{path}, line {n}: not a twinbench record ({e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as e:
+            raise InputError(f"{path}, line {n}: not a twinbench record ({type(e).__name__}: {e})") from None
     return records
 
 
@@ -289,8 +305,8 @@ def load_records(path: Path) -> tuple[list[Record], dict]:
             if not isinstance(data, dict) or not isinstance(data.get("environment", {}), dict):
                 raise ValueError("not a JSON object with records and environment")
             records, env = [Record.from_dict(r) for r in data["records"]], data.get("environment", {})
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{path} is not a twinbench baseline: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
+            raise InputError(f"{path} is not a twinbench baseline: {type(e).__name__}: {e}") from None
     elif path.is_file():
         records, env = read_records(path), {}
     else:

@@ -126,8 +126,8 @@ def load_checkpoint(twin, model: torch.nn.Module, path: Path, chain: tuple = ())
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptCheckpoint(f"cannot read checkpoint metadata {meta_path}: {e}") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptCheckpoint(f"cannot read checkpoint metadata {meta_path}: {type(e).__name__}: {e}") from None
     if not isinstance(meta, dict):
         raise CorruptCheckpoint(f"checkpoint metadata {meta_path} is not a JSON object")
     expected = identity(twin, chain)

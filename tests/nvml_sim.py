@@ -6,7 +6,7 @@ is defined here: `idle_w`, plus `active_w` while a benchmarked step runs. The si
 steps run because the harness wraps each session's step function (`SimulatedGPU.tracked`), so the
 true joules between any two instants are an exact integral over wall-clock intervals.
 
-What NVML reports is modelled on what the sources say of Hopper (README, "GPU power readings"):
+What NVML reports is modelled on what the sources say of Hopper (docs/gpu-power.md):
 
 - the energy counter (`nvmlDeviceGetTotalEnergyConsumption`, mJ) advances only at update steps of
   `update_s` (~100 ms): a read returns the energy up to the last step, not up to now;

@@ -14,8 +14,8 @@ Every row also checks what holds for all of them:
 - nothing is trained, measured or built from SimBench: tripwires fail a row that would get that far.
 
 Fixtures are built lazily per row: `{name}` in a row's argv or message is the path of fixture `name`
-in that row's own folder (`{w}` the folder itself). A defect that is still open is an xfail (strict)
-row whose reason says what happens.
+in that row's own folder (`{w}` the folder itself). A row that found a defect says so in `fixed`;
+a defect still open would be an xfail (strict) row whose reason says what happens.
 """
 
 from __future__ import annotations
@@ -608,10 +608,9 @@ def tripwires(monkeypatch, tmp_path, request):
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of --device cuda without CUDA")
 
 
-def row(argv, code, message, setup=None, defect=None, marks=()):
+def row(argv, code, message, setup=None, fixed=None, marks=()):
+    """One case. `fixed`: the defect this case found when the walk was first run (now fixed)."""
     marks = list(marks)
-    if defect:
-        marks.append(pytest.mark.xfail(strict=True, reason=f"defect: {defect}"))
     name = " ".join(argv)
     name = re.sub(r"[^ -~]", "?", name)[:80]
     return pytest.param(argv, code, message, setup, marks=marks, id=name)
@@ -623,7 +622,7 @@ CMP = ["compare", "{run}"]
 NOT_FINITE = "is not a finite number"
 IN_RANGE = "must be between"
 
-# Defects found by this walk, still open (each an xfail row, strict: it fails the day it is fixed).
+# Defects this walk found when it was first run, each fixed since (the rows that found them keep the note).
 DEEP = (
     "{what} nested 100,000 deep raises RecursionError out of main (json.loads' RecursionError is caught "
     "nowhere, only JSONDecodeError/ValueError): a traceback, exit 1"
@@ -731,7 +730,7 @@ ROWS = [
         2,
         "twinbench data --grid",
         "manifest-deep",
-        defect=DEEP.format(what="The grid cache's manifest.json"),
+        fixed=DEEP.format(what="The grid cache's manifest.json"),
     ),  # fmt: skip
     # -- env -------------------------------------------------------------------------------------------
     row(["env", "--bogus"], 2, "unrecognized arguments: --bogus"),
@@ -793,8 +792,8 @@ ROWS = [
         ]
     ],  # fmt: skip
     row(["run", "--suite", "smoke", "--shard-size", "0"], 2, IN_RANGE),
-    row(["run", "--suite", "smoke", "--shard-size", BIG], 2, IN_RANGE, defect=BIG_INT),
-    row(["run", "--suite", "smoke", "--threads", BIG], 2, IN_RANGE, defect=BIG_INT),
+    row(["run", "--suite", "smoke", "--shard-size", BIG], 2, IN_RANGE, fixed=BIG_INT),
+    row(["run", "--suite", "smoke", "--threads", BIG], 2, IN_RANGE, fixed=BIG_INT),
     row(["run", "--suite", "smoke", "--executor", "dask"], 2, "invalid choice: 'dask'"),
     row(["run", "--suite", "smoke", "--device", "tpu"], 2, "invalid choice: 'tpu'"),
     row(["run", "--suite", "smoke", "--twin", "no-such-twin"], 2, "unknown twin 'no-such-twin'"),
@@ -815,7 +814,7 @@ ROWS = [
         ["run", "--suite", "smoke", "--out", "{file}"],
         2,
         "is a file",
-        defect="(minor) with no grid cache yet, `run --out FILE` first builds the suite's grids from SimBench (6 s "
+        fixed="(minor) with no grid cache yet, `run --out FILE` first builds the suite's grids from SimBench (6 s "
         "for smoke's grid here, longer for the nightly's; 11 s in all) and only then says --out is a file",
     ),  # fmt: skip
     # issue 23 item 10: Ctrl-C names the folder to resume
@@ -842,13 +841,13 @@ ROWS = [
     row(["run", "--resume", "{plan_threads}"], 2, "malformed plan.json"),
     row(["run", "--resume", "{plan_bad_pass}"], 2, "unknown pass 'rm -rf'"),
     row(["run", "--resume", "{plan_nonutf8}"], 2, "not valid JSON"),
-    row(["run", "--resume", "{plan_deep}"], 2, "plan.json", defect=DEEP.format(what="plan.json")),
+    row(["run", "--resume", "{plan_deep}"], 2, "plan.json", fixed=DEEP.format(what="plan.json")),
     row(["run", "--resume", "{plan_twin}", "--dry-run"], 2, "unknown twin 'no-such-twin'"),
     row(
         ["run", "--resume", "{plan_traversal}", "--dry-run"],
         2,
         "grid",
-        defect="plan.json's grid names are not checked: '../../../../etc' is accepted as a grid (the dry run "
+        fixed="plan.json's grid names are not checked: '../../../../etc' is accepted as a grid (the dry run "
         "exits 0 and plans training for it), a name that leaves the cache folder as a path",
     ),  # fmt: skip
     row(["run", "--resume", "{plan_ok}", "--grid", SMOKE_GRID], 2, "drop --grid"),
@@ -862,7 +861,7 @@ ROWS = [
         ["nightly", "--baseline", "{base_deep}"],
         2,
         "not a twinbench baseline",
-        defect=DEEP.format(what="A baseline JSON"),
+        fixed=DEEP.format(what="A baseline JSON"),
     ),
     row(["nightly", "--suite", "no-such-suite"], 2, "unknown suite"),
     row(["nightly", "--threshold-pct", "nan"], 2, NOT_FINITE),
@@ -887,7 +886,7 @@ ROWS = [
         ["report", "{run_deepline}"],
         2,
         "line 6: not a twinbench record",
-        defect=DEEP.format(what="A records.jsonl line"),
+        fixed=DEEP.format(what="A records.jsonl line"),
     ),
     row(["report", "{run_bool_batch}"], 2, "field 'batch_size' must be"),
     row(["report", "{run_float_batch}"], 2, "field 'batch_size' must be"),
@@ -898,15 +897,15 @@ ROWS = [
     row(["report", "{run}", "--metric", "no-such-metric"], 2, "unknown quality metric"),
     row(["report", "{run}", "--metric", "../../etc/passwd"], 2, "unknown quality metric"),
     row(["report", "{run}", "--instances", "0"], 2, IN_RANGE),
-    row(["report", "{run}", "--rate", "10**10**10/s"], 2, "is not inferences per time", defect=REPORT_FIRST),
-    row(["report", "{run}", "--price", "1"], 2, "--price needs --rate", defect=REPORT_FIRST),
-    row(["report", "{run}", "--instances", BIG], 2, IN_RANGE, defect=BIG_INT),
+    row(["report", "{run}", "--rate", "10**10**10/s"], 2, "is not inferences per time", fixed=REPORT_FIRST),
+    row(["report", "{run}", "--price", "1"], 2, "--price needs --rate", fixed=REPORT_FIRST),
+    row(["report", "{run}", "--instances", BIG], 2, IN_RANGE, fixed=BIG_INT),
     row(["report", "{run_envbad}"], 2, "not valid JSON"),
     row(
         ["report", "{run_records_link}"],
         2,
         "records.jsonl",
-        defect="`report RUN` reads RUN/records.jsonl through a symlink that leads out of the run folder and "
+        fixed="`report RUN` reads RUN/records.jsonl through a symlink that leads out of the run folder and "
         "writes a report of those records (exit 0)",
     ),  # fmt: skip
     # -- select ------------------------------------------------------------------------------------------
@@ -918,7 +917,7 @@ ROWS = [
     row(["select", "--run", "{file}", *SEL_ARGS], 2, "not a twinbench run"),
     row(["select", "--run", "{empty}", *SEL_ARGS], 2, "not a twinbench run"),
     row(["select", "--run", "{records}", *SEL_ARGS], 2, "not a twinbench run"),
-    row(["select", "--run", "x\x00y", *SEL_ARGS], 2, "not a twinbench run"),
+    row(["select", "--run", "x\x00y", *SEL_ARGS], 2, "a path cannot contain a NUL byte"),
     row(["select", "--records", "{missing}", *SEL_ARGS], 2, "no run folder or records file"),
     row(["select", "--records", "{file}", *SEL_ARGS], 2, "line 1: not a twinbench record"),
     row(["select", "--records", "/dev/null", *SEL_ARGS], 2, "no run folder or records file at /dev/null"),
@@ -954,19 +953,19 @@ ROWS = [
         ["select", "--records", "{base_deep}", *SEL_ARGS],
         2,
         "not a twinbench baseline",
-        defect=DEEP.format(what="A baseline JSON"),
+        fixed=DEEP.format(what="A baseline JSON"),
     ),
     row(
         ["select", "--run", "{run_deepline}", *SEL_ARGS],
         2,
         "line 6: not a twinbench record",
-        defect=DEEP.format(what="A records.jsonl line"),
+        fixed=DEEP.format(what="A records.jsonl line"),
     ),
     row(
         ["select", "--run", "{run_envdeep}", *SEL_ARGS],
         2,
         "environment.json",
-        defect=DEEP.format(what="environment.json"),
+        fixed=DEEP.format(what="environment.json"),
     ),  # fmt: skip
     row(["select", "--run", "{run}", "--twin", "no-such-twin", "--max-quality-loss-pct", "1"], 2, "unknown twin"),
     row(["select", "--run", "{run}", "--twin", "", "--max-quality-loss-pct", "1"], 2, "unknown twin"),
@@ -1035,8 +1034,8 @@ ROWS = [
     row([*SEL, "--rate", "9" * 60 + "/s"], 1, "error: "),  # finite and valid: a verdict (no cell keeps up)
     row([*SEL, "--rate", "1/min", "--instances", "0"], 2, IN_RANGE),
     row([*SEL, "--rate", "1/min", "--instances", "1e10"], 2, "is not an integer"),
-    row([*SEL, "--rate", "1/min", "--instances", BIG], 2, IN_RANGE, defect=BIG_INT),
-    row([*SEL, "--batch-size", BIG], 2, IN_RANGE, defect=BIG_INT),
+    row([*SEL, "--rate", "1/min", "--instances", BIG], 2, IN_RANGE, fixed=BIG_INT),
+    row([*SEL, "--batch-size", BIG], 2, IN_RANGE, fixed=BIG_INT),
     row([*SEL, "--rate", "1/min", "--carbon-intensity", "-1"], 2, IN_RANGE),
     row([*SEL, "--rate", "1/min", "--price", "inf"], 2, NOT_FINITE),
     row([*SEL, "--rate", "1/min", "--device-use", "bogus"], 2, "invalid choice: 'bogus'"),
@@ -1051,7 +1050,7 @@ ROWS = [
     row(["select", "--run", "{run_onnx_missing}", *SEL_ARGS, "--export", "{w}/out"], 2, "no longer exists"),
     row(["select", "--run", "{run_onnx_changed}", *SEL_ARGS, "--export", "{w}/out"], 2, "not the artifact"),
     row(["select", "--records", "{loose}", *SEL_ARGS, "--export", "{w}/out"], 2, "needs the run folder"),
-    row(["select", "--run", "{run_onnx_changed}", *SEL_ARGS, "--export", "{w}/o\x00ut"], 2, "error: ", defect=NUL),
+    row(["select", "--run", "{run_onnx_changed}", *SEL_ARGS, "--export", "{w}/o\x00ut"], 2, "error: ", fixed=NUL),
     # issue 23 item 9: record text reaches the terminal escaped (checked for every row)
     row(["select", "--run", "{run_hostile}", "--twin", "grid-gnn", "--max-quality-loss-pct", "1000"], 0, "pwned"),
     # hostile values that pass the record schema
@@ -1059,7 +1058,7 @@ ROWS = [
         ["select", "--run", "{run_nan}", *SEL_ARGS],
         2,
         "energy",
-        defect="a record whose energy_j_per_inference is NaN is read as valid: `select` ranks NaN J/inference as "
+        fixed="a record whose energy_j_per_inference is NaN is read as valid: `select` ranks NaN J/inference as "
         "the lowest energy and chooses it (exit 0)",
     ),  # fmt: skip
     row(["select", "--run", "{run_compression}", *SEL_ARGS], 0, "chosen: int8"),
@@ -1067,7 +1066,7 @@ ROWS = [
         ["select", "--run", "{run_quality_text}", *SEL_ARGS, "--where", "vm_rmse<=1"],
         2,
         "vm_rmse",
-        defect="a record whose quality_metrics holds text passes the record schema; `select --where vm_rmse<=1` "
+        fixed="a record whose quality_metrics holds text passes the record schema; `select --where vm_rmse<=1` "
         "then raises TypeError out of main: a traceback, exit 1",
     ),  # fmt: skip
     # -- compare -------------------------------------------------------------------------------------------
@@ -1078,9 +1077,9 @@ ROWS = [
     row([*CMP, "{file}"], 2, "line 1: not a twinbench record"),
     row([*CMP, "/dev/null"], 2, "no run folder or records file at /dev/null"),
     row([*CMP, "{base_list}"], 2, "not a twinbench baseline"),
-    row([*CMP, "{base_deep}"], 2, "not a twinbench baseline", defect=DEEP.format(what="A baseline JSON")),
+    row([*CMP, "{base_deep}"], 2, "not a twinbench baseline", fixed=DEEP.format(what="A baseline JSON")),
     row([*CMP, "{run_badline}"], 2, "line 6: not a twinbench record"),
-    row([*CMP, "{run_deepline}"], 2, "line 6: not a twinbench record", defect=DEEP.format(what="A records.jsonl line")),
+    row([*CMP, "{run_deepline}"], 2, "line 6: not a twinbench record", fixed=DEEP.format(what="A records.jsonl line")),
     row([*CMP, "{run_nonutf8}"], 2, "line 6: not a twinbench record"),
     row([*CMP, "{run_recdir}"], 2, "Is a directory"),
     row([*CMP, "{run_mismatch}"], 2, "mismatched suites"),
@@ -1098,9 +1097,9 @@ ROWS = [
     row([*CMP, "{run2}", "--out", "/dev/null"], 2, "twinbench did not write it"),
     row([*CMP, "{run2}", "--out", "{empty}"], 2, "is a folder"),
     row([*CMP, "{run2}", "--out", "{missing}/sub/verdict.md"], 2, "cannot write"),
-    row([*CMP, "{run2}", "--out", "{loop}"], 2, "error: ", defect=OUT_LINK),
-    row([*CMP, "{run2}", "--out", "{dangling}"], 2, "error: ", defect=OUT_LINK),
-    row([*CMP, "{run2}", "--out", "{w}/v\x00.md"], 2, "error: ", defect=NUL),
+    row([*CMP, "{run2}", "--out", "{loop}"], 2, "error: ", fixed=OUT_LINK),
+    row([*CMP, "{run2}", "--out", "{dangling}"], 2, "error: ", fixed=OUT_LINK),
+    row([*CMP, "{run2}", "--out", "{w}/v\x00.md"], 2, "error: ", fixed=NUL),
     # -- baseline (bad input only: a valid one writes results/baselines) -----------------------------------
     row(["baseline"], 2, "the following arguments are required: --run"),
     row(["baseline", "--run", "{missing}"], 2, "no run folder"),
@@ -1112,14 +1111,12 @@ ROWS = [
         ["baseline", "--run", "{run_deepline}"],
         2,
         "line 6: not a twinbench record",
-        defect=DEEP.format(what="A records.jsonl line"),
+        fixed=DEEP.format(what="A records.jsonl line"),
     ),
     row(["baseline", "--run", "{run_envlist}"], 2, "must hold a JSON object"),
     row(["baseline", "--run", "{run_nook}"], 2, "has no measured cell"),
     row(["baseline", "--run", "{run_mixed}"], 2, "mixes devices"),
-    row(
-        ["baseline", "--run", "{base_deep}"], 2, "not a twinbench baseline", defect=DEEP.format(what="A baseline JSON")
-    ),
+    row(["baseline", "--run", "{base_deep}"], 2, "not a twinbench baseline", fixed=DEEP.format(what="A baseline JSON")),
     # -- history -----------------------------------------------------------------------------------------
     row(["history"], 2, "give --twin"),
     row(["history", "--twin", "grid-gnn"], 2, "no history at"),
@@ -1132,7 +1129,7 @@ ROWS = [
     row(["history", "--twin", "grid-gnn", "--runs", "{hist}"], 0, "| int8 |"),  # the control
     row(["history", "--rebuild", "--runs", "{file}"], 2, "no runs folder"),
     row(["history", "--rebuild", "--runs", "{missing}"], 2, "no runs folder"),
-    row(["history", "--rebuild", "--runs", "h\x00"], 2, "no runs folder"),
+    row(["history", "--rebuild", "--runs", "h\x00"], 2, "a path cannot contain a NUL byte"),
 ]
 
 

@@ -18,6 +18,7 @@ LOCAL_OK = {
     "bench.cli.data",
     "bench.cli.run",
     "bench.cli.decide",
+    "bench.cli.choose",
     "bench.run.runner",
 }
 

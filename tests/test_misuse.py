@@ -434,7 +434,8 @@ def test_odd_paths_are_named_for_what_they_are(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize(
-    "change", [{"batch_size": 1.5}, {"batch_size": True}, {"quality_metrics": {"vm": object()}}, {"status": 3}]
+    "change",
+    [{"batch_size": 1.5}, {"batch_size": True}, {"quality_metrics": {"vm": object()}}, {"energy_j_per_inference": "1"}],
 )
 def test_a_record_that_could_not_be_read_back_is_never_written(tmp_path, change):
     """Issue 23: records are written only through the types every reader checks (a float batch size
@@ -446,3 +447,15 @@ def test_a_record_that_could_not_be_read_back_is_never_written(tmp_path, change)
         run_dir.append([RECORDS[1], replace(RECORDS[2], **change)])
     assert run_dir.records_path.read_bytes() == before
     assert [r.cell_key for r in run_dir.records()] == [RECORDS[0].cell_key]
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(smoke_grid, tmp_path, capsys):
+    """Issue 23: `predict --out` writes atomically and replaces only a predictions file of its own."""
+    precious = tmp_path / "records.jsonl"
+    precious.write_text("precious\n")
+    assert main(["predict", "--twin", "grid-gnn", "--out", str(precious)]) == 2
+    assert "did not write it" in capsys.readouterr().err and precious.read_text() == "precious\n"
+    out = tmp_path / "p.npz"
+    assert main(["predict", "--twin", "grid-gnn", "--out", str(out)]) == 0
+    assert main(["predict", "--twin", "grid-gnn", "--split", "val", "--out", str(out)]) == 0  # its own: replaced
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 
 from models.errors import ConfigError
 
@@ -47,7 +48,7 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value):
+        if kind is float and not math.isfinite(value):  # an int is finite, and may be too large for a float
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if above is not None and value <= above:
             raise argparse.ArgumentTypeError(f"must be > {above:g}, got {text}")
@@ -56,6 +57,13 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
         return value
 
     return parse
+
+
+def path(text: str) -> Path:
+    """An argparse type for a path: a NUL byte cannot be in one (the OS refuses it with a ValueError)."""
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("a path cannot contain a NUL byte")
+    return Path(text)
 
 
 def cores() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from bench.cli.args import (
     PROFILES_WITHOUT_GRID,
     default_device,
     nonempty,
+    path,
     require_cuda,
     suite_twins,
     to_stderr,
@@ -51,7 +53,7 @@ def add_commands(commands) -> None:
     predict.add_argument("--grid", type=nonempty, help="the grid, if the suite has several")
     predict.add_argument("--twin", required=True)
     predict.add_argument("--split", default="test", choices=["train", "val", "test"])
-    predict.add_argument("--out", type=Path, required=True)
+    predict.add_argument("--out", type=path, required=True)
     predict.set_defaults(func=cmd_predict)
 
 
@@ -116,6 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bench.run.references import reference
+    from bench.store import write_output
     from models.export import torch_predict_fn
 
     suite, grids, twins = suite_twins(args)
@@ -128,7 +131,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     arrays["bus_ids"] = twin.grid.graph["bus_ids"]
     arrays["channel_names"] = twin.grid.streams["channel_names"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_output(args.out, buffer.getvalue(), ours=_is_predictions)
     shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
     print(f"{twin.name} on {grids[0]}, {args.split} split -> {args.out} ({shapes})")
     return 0
+
+
+def _is_predictions(path: Path) -> bool:
+    """A .npz that `predict` wrote (its grid arrays are there): the only file --out may replace."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {"bus_ids", "channel_names"} <= set(f.files)
+    except Exception:  # not an npz at all
+        return False

@@ -8,13 +8,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bench.cli.choose import add_commands as choose_commands
 from bench.cli.data import add_commands as data_commands
 from bench.cli.decide import add_commands as decide_commands
 from bench.cli.machine import add_commands as machine_commands
 from bench.cli.run import add_commands as run_commands
 from models.errors import TwinbenchError
 
-AREAS = (machine_commands, data_commands, run_commands, decide_commands)  # `twinbench --help` lists them in this order
+AREAS = (
+    machine_commands,
+    data_commands,
+    run_commands,
+    decide_commands,
+    choose_commands,
+)  # `twinbench --help` lists them in this order
 
 
 def build_parser() -> argparse.ArgumentParser:

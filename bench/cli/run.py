@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from bench.cli.args import GRID_HELP, PCT, PROFILES_HELP, chosen_grid, cores, nonempty, number, say
+from bench.cli.args import GRID_HELP, PCT, PROFILES_HELP, chosen_grid, cores, nonempty, number, path, say
 
 
 def add_commands(commands) -> None:
@@ -22,8 +21,8 @@ def add_commands(commands) -> None:
         type=number(int, 1, cores()),
         help=f"torch / ONNX Runtime intra-op threads, 1 to {cores()} (default: all cores)",
     )
-    run.add_argument("--out", type=Path, help="folder for run folders (default results/runs)")
-    run.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder")
+    run.add_argument("--out", type=path, help="folder for run folders (default results/runs)")
+    run.add_argument("--resume", type=path, metavar="RUN", help="continue an interrupted run folder")
     run.add_argument(
         "--max-minutes", type=number(above=0), help="refuse a plan estimated (measuring and training) to take longer"
     )
@@ -61,8 +60,8 @@ def add_commands(commands) -> None:
     night = commands.add_parser("nightly", help="run the nightly suite and compare it with this device's baseline")
     night.add_argument("--suite", default="nightly")
     night.add_argument("--device", choices=["cpu", "cuda"])
-    night.add_argument("--out", type=Path)
-    night.add_argument("--baseline", type=Path, help="default: results/baselines/<this device>.json")
+    night.add_argument("--out", type=path)
+    night.add_argument("--baseline", type=path, help="default: results/baselines/<this device>.json")
     night.add_argument("--threshold-pct", type=PCT, default=5.0)
     night.add_argument("--quality-threshold-pct", type=PCT, default=0.5)
     night.set_defaults(func=cmd_nightly)

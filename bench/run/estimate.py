@@ -161,7 +161,7 @@ def _measured_here(cls: type, config, device: str, grid: str, root: Path | None)
             summary = meta.get("summary") or {}
             same = meta.get("twin_version") == cls.version and _comparable(meta.get("config")) == want
             epochs, seconds = int(summary["epochs"]), float(summary["train_seconds"])
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             continue
         if same and summary.get("device") == device and epochs > 0 and seconds > 0:
             per_epoch.setdefault(meta_path.parent.name, []).append(seconds / epochs)

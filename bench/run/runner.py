@@ -58,6 +58,7 @@ def run(
     if req.max_minutes is not None and not (math.isfinite(req.max_minutes) and req.max_minutes > 0):
         raise ConfigError(f"--max-minutes must be a positive number, got {req.max_minutes}")
     if req.resume is None:
+        _check_out(req.out)  # before the plan builds any grid: a refusal costs nothing
         return _execute(_new_plan(req, log), None, req, log, progress)
     if req.grid is not None:
         raise ConfigError("--resume continues the grids of its plan: drop --grid")
@@ -84,6 +85,13 @@ def _new_plan(req: RunRequest, log: Callable[[str], None] | None = None) -> RunP
     for grid in () if estimate_only else plan.grids:
         build_if_missing(suite.grid_source(grid), log=log)
     return plan
+
+
+def _check_out(out: Path | None) -> Path:
+    root = out or store.RUNS  # read at call time: tests point it elsewhere
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out {root} is a file, not a folder for runs")
+    return root
 
 
 def _saved_plan(run_dir: RunDir) -> tuple[RunPlan, str]:
@@ -115,9 +123,7 @@ def _execute(
 
 def _new_folder(plan: RunPlan, out: Path | None, log: Callable[[str], None], held: ExitStack) -> tuple[RunDir, str]:
     """A new run folder holding plan.json, locked for the rest of the run (`held`)."""
-    root = out or store.RUNS  # read at call time: tests point it elsewhere
-    if root.exists() and not root.is_dir():
-        raise InputError(f"--out {root} is a file, not a folder for runs")
+    root = _check_out(out)
     run_id = new_run_id(plan.suite)
     run_dir = RunDir.create(root, run_id)
     log(f"run folder: {run_dir.path}")

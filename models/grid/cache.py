@@ -237,8 +237,8 @@ def verify_cache(directory: Path, grid: str, config: GridDataConfig) -> dict:
         raise CacheError(f"no cache for grid {grid!r} at {directory} (missing manifest.json)")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CacheError(f"corrupt manifest {manifest_path}: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested 100k deep
+        raise CacheError(f"corrupt manifest {manifest_path}: {type(e).__name__}: {e}") from None
     if not isinstance(manifest, dict):
         raise CacheError(f"corrupt manifest {manifest_path}: a JSON object expected, found {type(manifest).__name__}")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -289,7 +289,7 @@ def build_hint(grid: str, directory: Path) -> str:
         files = {i["role"]: i["resolved"] for i in source["inputs"]}
         command = f"twinbench data --grid {shlex.quote(files['net'])}"
         return command + (f" --profiles {shlex.quote(files['profiles'])}" if "profiles" in files else "")
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError):
         pass
     if USER_GRID_NAME.match(grid):
         return f"twinbench data --grid NET.json [--profiles FILE] (the pandapower file {grid} was named after)"

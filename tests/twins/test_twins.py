@@ -13,7 +13,7 @@ from models.export import export_onnx, ort_predict_fn, torch_predict_fn
 from models.registry import get_twin, twin_names
 
 # Smallest margin on the primary test metric each twin must keep over each required baseline, in
-# percent. Well below what they reach (see README), so a test failure means a real regression.
+# percent. Well below what they reach (see docs/twins.md), so a test failure means a real regression.
 MIN_MARGIN_PCT = {"sensor-transformer": 5.0, "grid-gnn": 50.0, "diffusion-forecaster": 20.0}
 
 
