@@ -51,7 +51,7 @@ class RunDir:
         try:
             path.mkdir()  # exclusive: a folder is never shared by two runs
         except FileExistsError:
-            raise InputError(f"run folder {path} already exists; choose another --out") from None
+            raise InputError(f"run folder {path} already exists; choose another `out`") from None
         return cls(path)
 
     @classmethod

@@ -156,18 +156,18 @@ def suite_path(suite: str | Path) -> Path:
         raise _with_hint(UnknownNameError("suite", text, suite_names()), "or the path of a suite file (my_suite.toml)")
     path = Path(text).expanduser()
     if not path.exists():
-        raise ConfigError(f"--suite {text}: no such suite file")
+        raise ConfigError(f"`suite` {text}: no such suite file")
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "a device or special file"
-        raise ConfigError(f"--suite {text} is {kind}, not a suite file (a TOML file such as my_suite.toml)")
+        raise ConfigError(f"`suite` {text} is {kind}, not a suite file (a TOML file such as my_suite.toml)")
     if not SUITE_FILE_NAME.fullmatch(path.stem):
         raise ConfigError(
-            f"--suite {text}: a suite's name is its file's stem, which must be letters, digits, "
+            f"`suite` {text}: a suite's name is its file's stem, which must be letters, digits, "
             "'_', '-' or '.' (it names the run folders); rename the file"
         )
     if path.stem in suite_names() and path.resolve() != (SUITES_DIR / path.name).resolve():
         raise ConfigError(
-            f"--suite {text} has the name of the built-in suite {path.stem!r}: rename the file, "
+            f"`suite` {text} has the name of the built-in suite {path.stem!r}: rename the file, "
             "so that records and comparisons cannot mistake one for the other"
         )
     return path

@@ -108,3 +108,16 @@ def test_bad_suite_files_are_clear_errors(tmp_path, monkeypatch, text, error, me
     with pytest.raises(error, match=message):
         suites.load_suite("mine")
     assert main(["data", "--suite", "mine"]) == 2
+
+
+def test_library_errors_name_settings_and_the_cli_names_flags(capsys):
+    """Issue 22: the library speaks of its request's settings; the command line turns them into flags."""
+    from bench.cli.parser import flag_wording
+    from bench.run.runner import RunRequest, run
+
+    with pytest.raises(ConfigError, match=r"give `suite` \(or `resume` RUN\)"):
+        run(RunRequest())
+    assert main(["run"]) == 2 and "error: give --suite (or --resume RUN)" in capsys.readouterr().err
+    assert (
+        flag_wording("`max_minutes` and `shard_size`, not `unknown`") == "--max-minutes and --shard-size, not `unknown`"
+    )

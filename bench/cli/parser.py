@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library names a setting by its request field, in backticks (`max_minutes`); on the command line
+# it is a flag. Names of the library's requests and arguments -> the flag that sets them.
+FLAGS = {
+    "batch_size": "--batch-size",
+    "device": "--device",
+    "executor": "--executor",
+    "export": "--export",
+    "force": "--force",
+    "grid": "--grid",
+    "max_minutes": "--max-minutes",
+    "objective": "--objective",
+    "out": "--out",
+    "rate": "--rate",
+    "ray_address": "--ray-address",
+    "resume": "--resume",
+    "run": "--run",
+    "runtime": "--runtime",
+    "shard_size": "--shard-size",
+    "suite": "--suite",
+    "where": "--where",
+}
+
+
+def flag_wording(message: str) -> str:
+    """A library message in the command line's words: each `setting` it names becomes its flag."""
+    return re.sub(r"`([a-z_]+)`", lambda m: FLAGS.get(m.group(1), m.group(0)), message)
+
+
 def _quiet_imports() -> None:
     """torchao logs a warning for each CUDA kernel library it cannot load on this machine, and torch's
     pytree one for each enum torchao registers: noise on every `train` and `run`, not problems."""
@@ -52,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TwinbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_wording(str(e))}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a path the user gave that cannot be read or written (a file for a folder, no space)
         print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)

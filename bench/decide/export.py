@@ -24,9 +24,9 @@ def export(sel: Selection, out: Path, env: dict, run_folder: Path | None, force:
     record measured (checked against its hashes), or nothing. `out` must be empty unless `force`."""
     r = sel.chosen
     if out.exists() and not out.is_dir():
-        raise InputError(f"--export {out} is a file, not a folder")
+        raise InputError(f"`export` {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} is not empty; choose an empty folder or pass --force to write into it")
+        raise InputError(f"{out} is not empty; choose an empty folder or pass `force` to write into it")
     if r.weights_sha256 is None and r.artifact_sha256 is None:
         raise InputError(
             f"the record of {r.variant_name} on {r.runtime} names no weights hash (written by an older "
@@ -127,7 +127,7 @@ def _stage_onnx(r: Record, out: Path, run_folder: Path | None) -> list[tuple[Pat
     """Copies of the record's ONNX files under temporary names, after checking they are the bytes
     it measured. Only files inside the record's own run folder are ever read."""
     if run_folder is None:
-        raise InputError("exporting an ONNX Runtime cell needs the run folder it was measured in (--run RUN)")
+        raise InputError("exporting an ONNX Runtime cell needs the run folder it was measured in (`run` RUN)")
     if r.artifact_path is None or r.artifact_sha256 is None:
         raise InputError(f"the record of {r.variant_name} on {r.runtime} names no artifact (or no artifact hash)")
     root = run_folder.resolve()

@@ -35,13 +35,13 @@ class Where:
     def parse(cls, text: str) -> Where:
         m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*", text)
         if not m:
-            raise ConfigError(f"--where {text!r}: write METRIC<=X, METRIC>=X, METRIC<X or METRIC>X")
+            raise ConfigError(f"`where` {text!r}: write METRIC<=X, METRIC>=X, METRIC<X or METRIC>X")
         try:
             value = float(m.group(3))
         except ValueError:
-            raise ConfigError(f"--where {text!r}: {m.group(3)!r} is not a number") from None
+            raise ConfigError(f"`where` {text!r}: {m.group(3)!r} is not a number") from None
         if not math.isfinite(value):  # NaN would make every comparison false, or every one pass
-            raise ConfigError(f"--where {text!r}: the bound must be a finite number")
+            raise ConfigError(f"`where` {text!r}: the bound must be a finite number")
         return cls(m.group(1), m.group(2), value)
 
     def miss(self, r: Record) -> str | None:
@@ -127,19 +127,19 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
     """The cheapest feasible cell of a twin; with a schedule, every frontier cell's annual projection
     too (and `objective="annual"` ranks by it)."""
     if c.objective == "annual" and schedule is None:
-        raise ConfigError("--objective annual needs a schedule: --rate (e.g. 1/min)")
+        raise ConfigError("`objective` annual needs a schedule: `rate` (e.g. 1/min)")
     twins = {r.twin for r in records}
     if twin not in twins:
         raise UnknownNameError("twin in these records", twin, sorted(twins))
     mine = [r for r in records if r.twin == twin]
-    grid = _only({r.grid for r in mine}, "--grid", "grid", c.grid)
+    grid = _only({r.grid for r in mine}, "`grid`", "grid", c.grid)
     mine = [r for r in mine if r.grid == grid]
     if c.runtime is not None:
-        _only({r.runtime for r in mine}, "--runtime", "runtime", c.runtime)
+        _only({r.runtime for r in mine}, "`runtime`", "runtime", c.runtime)
         mine = [r for r in mine if r.runtime == c.runtime]
     # A deployment serves one batch size; default: the smallest measured (on-line serving).
     batch = c.batch_size if c.batch_size is not None else min(r.batch_size for r in mine)
-    _only({r.batch_size for r in mine}, "--batch-size", "batch size", batch)
+    _only({r.batch_size for r in mine}, "`batch_size`", "batch size", batch)
     mine = [r for r in mine if r.batch_size == batch]
     known = sorted({name for r in mine for name in r.quality_metrics})
     for w in c.where:

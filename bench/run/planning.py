@@ -42,7 +42,7 @@ def make_plan(
     on a machine without CUDA, to be estimated (`run --dry-run`), never run here."""
     device = device or suite.device
     if device == "cuda" and not torch.cuda.is_available() and not estimate_only:
-        raise ConfigError("--device cuda asked for, but CUDA is not available here (use --device cpu)")
+        raise ConfigError("`device` cuda asked for, but CUDA is not available here (use `device` cpu)")
     if twin is not None:
         get_twin(twin)  # unknown names: a clear error listing the valid ones
         if twin not in suite.twins:
@@ -72,7 +72,7 @@ def make_shards(plan: RunPlan, todo: list[Cell], shard_size: int | None = None) 
     reference (None: one shard per twin and grid), longest first. A shard whose reference cells are
     already recorded (or recorded by another shard) measures them again as its control."""
     if shard_size is not None and shard_size < 1:
-        raise ConfigError(f"--shard-size must be >= 1, got {shard_size}")
+        raise ConfigError(f"`shard_size` must be >= 1, got {shard_size}")
     shards = []
     for grid in plan.grids:
         for twin in plan.twins:

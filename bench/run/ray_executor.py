@@ -35,7 +35,7 @@ def _check_reachable(address: str) -> None:
     minutes (over 280 s seen here) before it gives up."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address {address!r}: give 'auto' or HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
+        raise ConfigError(f"`ray_address` {address!r}: give 'auto' or HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:

@@ -56,12 +56,12 @@ def run(
 ) -> RunDir:
     """Run (or resume) a suite; returns the run folder. Raises TwinbenchError on bad input."""
     if req.max_minutes is not None and not (math.isfinite(req.max_minutes) and req.max_minutes > 0):
-        raise ConfigError(f"--max-minutes must be a positive number, got {req.max_minutes}")
+        raise ConfigError(f"`max_minutes` must be a positive number, got {req.max_minutes}")
     if req.resume is None:
         _check_out(req.out)  # before the plan builds any grid: a refusal costs nothing
         return _execute(_new_plan(req, log), None, req, log, progress)
     if req.grid is not None:
-        raise ConfigError("--resume continues the grids of its plan: drop --grid")
+        raise ConfigError("`resume` continues the grids of its plan: drop `grid`")
     run_dir = RunDir.open(req.resume)
     with run_dir.lock():
         plan, run_id = _saved_plan(run_dir)
@@ -76,7 +76,7 @@ def _new_plan(req: RunRequest, log: Callable[[str], None] | None = None) -> RunP
     """The plan of a new run. With `log` (a run, not a dry run), a grid with no cache yet is built
     first, as `twinbench data` would: workers load grids by name from the cache."""
     if req.suite is None:
-        raise ConfigError("give --suite (or --resume RUN)")
+        raise ConfigError("give `suite` (or `resume` RUN)")
     suite = load_suite(req.suite)
     estimate_only = log is None
     plan = make_plan(suite, req.device, req.twin, req.runtime, req.threads, req.variants, estimate_only=estimate_only)
@@ -90,7 +90,7 @@ def _new_plan(req: RunRequest, log: Callable[[str], None] | None = None) -> RunP
 def _check_out(out: Path | None) -> Path:
     root = out or store.RUNS  # read at call time: tests point it elsewhere
     if root.exists() and not root.is_dir():
-        raise InputError(f"--out {root} is a file, not a folder for runs")
+        raise InputError(f"`out` {root} is a file, not a folder for runs")
     return root
 
 
@@ -242,13 +242,13 @@ def make_executor(name: str, device: str, address: str | None, log: Callable[[st
         raise ConfigError(f"unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")
     if name == "local":
         if address is not None:
-            raise ConfigError("--ray-address needs --executor ray")
+            raise ConfigError("`ray_address` needs `executor` ray")
         return LocalExecutor(log)
     try:
         from bench.run.ray_executor import RayExecutor  # Ray is imported only when asked for
     except ImportError as e:
         raise ConfigError(
-            f"--executor ray needs Ray, which is not importable here ({e}): "
+            f"`executor` ray needs Ray, which is not importable here ({e}): "
             "pip install -e '.[ray]', or run with the local executor"
         ) from e
     return RayExecutor(device=device, address=address, log=log)
