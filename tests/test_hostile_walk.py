@@ -309,7 +309,7 @@ def _loop(root: Path, name: str) -> Path:
 
 
 def _history(root: Path, name: str) -> Path:
-    from bench.store import append_history
+    from bench.history_db import append_history
 
     runs = root / name
     runs.mkdir()

@@ -77,7 +77,7 @@ def test_no_module_imports_from_a_layer_above_it():
 
 # bench/ inside: the shared file formats at the bottom, then measuring and deciding side by side, then
 # running (which drives both), then the command line (which may use everything).
-SHARED = {"bench", "bench.suites", "bench.plan", "bench.records", "bench.store"}
+SHARED = {"bench", "bench.suites", "bench.plan", "bench.records", "bench.store", "bench.history_db"}
 BENCH_MAY_USE = {
     "shared": set(),
     "bench.measure": {"shared"},

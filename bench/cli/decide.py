@@ -80,7 +80,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from bench.decide.history import table
-    from bench.store import RUNS, history, history_path, rebuild_history
+    from bench.history_db import history, history_path, rebuild_history
+    from bench.store import RUNS
 
     runs = args.runs or RUNS
     if args.rebuild:

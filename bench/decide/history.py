@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 
 def table(rows: Iterable) -> list[str]:
-    """Markdown lines, one row per record (bench.store.history's rows)."""
+    """Markdown lines, one row per record (bench.history_db.history's rows)."""
     lines = [
         "| run | variant | runtime | batch | status | quality | J/inference [95% CI] | source | p50 ms |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -18,13 +18,14 @@ import torch
 
 from bench import store
 from bench.decide import report, summary
+from bench.history_db import history_path, try_append_history
 from bench.measure import environment
 from bench.measure.meters import choose_meter
 from bench.plan import Cell, RunPlan, Shard
 from bench.run.estimate import RAY_SHARD_SIZE, describe, estimate_wall_seconds, training_needs
 from bench.run.executor import EXECUTORS, Executor, LocalExecutor, ShardJob, ShardResult
 from bench.run.planning import make_plan, make_shards, runs_here
-from bench.store import RunDir, history_path, new_run_id, try_append_history
+from bench.store import RunDir, new_run_id
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError, Verdict
 from models.grid.build import build_if_missing

@@ -10,8 +10,9 @@ from bench.decide.annual import Schedule
 from bench.decide.compare import compare
 from bench.decide.frontier import dominates, tied
 from bench.decide.select import Constraints, Infeasible, Where, render, select
+from bench.history_db import append_history, history
 from bench.records import Record
-from bench.store import append_history, history, load_records, promote_baseline
+from bench.store import load_records, promote_baseline
 from models.errors import ConfigError, InputError, UnknownNameError
 
 
