@@ -64,6 +64,11 @@ def check_supported(net) -> None:
     show only in pandapower's internal model: reduce_network refuses them.)"""
     if len(net.gen) and net.gen.in_service.any():
         raise DataError("grids with voltage-controlled generators (PV buses) are not supported by the batched solver")
+    if not any(len(net[table]) for table in ("load", "sgen", "storage")):
+        raise DataError(
+            "the net has no loads, static generators or storage: nothing injects power into it, so there is "
+            "no time series for a twin to learn (add its loads, or give another net)"
+        )
     for column in ("const_z_p_percent", "const_i_p_percent", "const_z_q_percent", "const_i_q_percent"):
         if column in net.load and net.load[column].abs().max() > 0:
             raise DataError(f"voltage-dependent loads ({column}) are not supported by the batched solver")
@@ -169,7 +174,8 @@ def node_injections(model: GridModel, net, element_values: dict[str, np.ndarray]
     }
     for e, (sign, p, q) in parts.items():
         nodes = model.element_node[e]
-        scaling = net[e].scaling.to_numpy()
+        # pandapower's default scaling is 1; a net saved without the column (hand-made) means that.
+        scaling = net[e].scaling.to_numpy() if "scaling" in net[e] else np.ones(len(net[e]))
         connected = nodes >= 0
         incidence = np.zeros((len(nodes), n))
         incidence[np.flatnonzero(connected), nodes[connected]] = 1.0

@@ -77,7 +77,7 @@ class ElementSeries:
 
     @property
     def steps(self) -> int:
-        return self.values["load_p_mw"].shape[0]
+        return max(v.shape[0] for v in self.values.values())
 
 
 def load_simbench_net(grid: str):
@@ -211,6 +211,7 @@ def net_profiles(net, what: str) -> ElementSeries:
         }
     except Exception as e:  # a profile name without a column, tables of different lengths, ...
         raise DataError(f"{what}: simbench cannot read the net's profiles ({type(e).__name__}: {e})") from e
+    values = _same_length(values, net, what)
     labels = {
         key: [str(p) for p in net[table].profile] if "profile" in net[table] else ["static"] * len(net[table])
         for key, (table, _) in _tables().items()
@@ -230,6 +231,26 @@ def net_profiles(net, what: str) -> ElementSeries:
         check_steps(stamps, what, "step")
         start = stamps[0].isoformat(timespec="minutes")
     return ElementSeries(values, labels, start)
+
+
+def _same_length(values: dict[str, np.ndarray], net, what: str) -> dict[str, np.ndarray]:
+    """Every element table's series over the same steps. A table without elements has no columns,
+    and SimBench writes an empty profile table for it (no storage: `profiles["storage"]` has 0 rows):
+    it gets (steps, 0). A table with elements but no steps is an error that names it."""
+    steps = max((v.shape[0] for v in values.values() if v.shape[1]), default=0)
+    out = {}
+    for key, array in values.items():
+        table = _tables()[key][0]
+        if array.shape[1] == 0:
+            out[key] = np.zeros((steps, 0))
+        elif array.shape[0] != steps:
+            raise DataError(
+                f"{what}: the profiles of its {len(net[table])} {table} element(s) cover {array.shape[0]} steps, "
+                f"those of the other elements {steps}: every profile table needs the same steps"
+            )
+        else:
+            out[key] = array
+    return out
 
 
 def file_profiles(net, path: Path, given: str) -> ElementSeries:
@@ -311,16 +332,20 @@ def parse_times(raw, what: str):
     """A DatetimeIndex from a column of ISO 8601 or SimBench (`01.01.2016 00:15`) times."""
     import pandas as pd
 
+    # Times with offsets that change at daylight saving (+01:00, then +02:00) are one instant each:
+    # read as UTC, where the steps stay 15 minutes apart. Times without a zone stay wall-clock times.
+    text = pd.Series(raw).astype(str)
+    utc = bool(text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any())
     for fmt in ("ISO8601", "%d.%m.%Y %H:%M"):
         try:
-            stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw).astype(str), format=fmt))
+            stamps = pd.DatetimeIndex(pd.to_datetime(text, format=fmt, utc=utc))
         except (ValueError, TypeError):
             continue
         if not stamps.isna().any():
             return stamps
     raise DataError(
         f"{what}: cannot read its time column as dates (ISO 8601 such as 2016-01-01 00:15, or SimBench's "
-        "01.01.2016 00:15; one time zone throughout)"
+        "01.01.2016 00:15; with or without a UTC offset such as +01:00)"
     )
 
 
