@@ -328,7 +328,9 @@ def _inputs(source: GridSource, log) -> tuple[pandapowerNet, ElementSeries, dict
     log(f"building {source.name}: loading {net_given}" + (f" and {source.given[1]}" if source.profiles else ""))
     net = read_net_file(source.net, net_given)
     check_supported(net)
-    series = file_profiles(net, source.profiles, source.given[1]) if source.profiles else net_profiles(net, net_given)
+    series = (
+        file_profiles(net, source.profiles, source.given[1], log) if source.profiles else net_profiles(net, net_given)
+    )
     return net, series, {"source": {"kind": "pandapower file", "inputs": inputs}}
 
 

@@ -253,7 +253,7 @@ def _same_length(values: dict[str, np.ndarray], net, what: str) -> dict[str, np.
     return out
 
 
-def file_profiles(net, path: Path, given: str) -> ElementSeries:
+def file_profiles(net, path: Path, given: str, log=print) -> ElementSeries:
     """Element profiles from a CSV or Parquet file (format: this module's docstring)."""
     import pandas as pd
 
@@ -294,19 +294,60 @@ def file_profiles(net, path: Path, given: str) -> ElementSeries:
     if not len(frame):
         raise DataError(f"{given} has a header but no rows")
     stamps = parse_times(frame["time"], given)
+    check_duplicates(stamps, given)
+    # Sorted where the order is unambiguous: instants (a zone), or wall-clock times that never repeat
+    # (a repeat is the autumn DST hour, whose rows are in order as given).
+    if not stamps.is_monotonic_increasing and (stamps.tz is not None or stamps.is_unique):
+        order = np.argsort(stamps.asi8, kind="stable")
+        frame, stamps = frame.iloc[order].reset_index(drop=True), stamps[order]
+        log(f"{given}: rows were not in time order; sorted by time")
     check_steps(stamps, given, "row", first_row=2)  # row 1 is the header
     data = {}
     for name in parsed:
         column = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-        bad = ~np.isfinite(column)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{given}: column {name} holds a value that is not a finite number ({frame[name].iloc[row]!r} "
-                f"at row {row + 2}, time {stamps[row]}); fill or drop the gap before building"
-            )
         data[parsed[name]] = column
+    check_gaps({name: (data[parsed[name]], frame[name]) for name in parsed}, stamps, given)
     return _element_values(net, data, len(frame), stamps[0].isoformat(timespec="minutes"))
+
+
+def check_duplicates(stamps, what: str) -> None:
+    """Refuse times that appear twice, naming the first few. Wall-clock times (no zone) repeat an hour
+    at the autumn daylight-saving change, as SimBench's own do: a time seen again exactly 4 rows
+    later is that repeat, not a duplicate. Times with a zone are instants, and never repeat."""
+    values = stamps.asi8
+    order = np.argsort(values, kind="stable")
+    same = np.flatnonzero(values[order][1:] == values[order][:-1])
+    pairs = [(int(order[i]), int(order[i + 1])) for i in same]
+    if stamps.tz is None:
+        pairs = [(a, b) for a, b in pairs if b - a != 4]
+    if pairs:
+        shown = "; ".join(f"rows {a + 2} and {b + 2} ({stamps[a]})" for a, b in pairs[:3])
+        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        raise DataError(f"{what}: times that appear twice: {shown}{more}; keep one row per time")
+
+
+def check_gaps(columns: dict, stamps, what: str) -> None:
+    """Refuse missing or non-numeric values, naming the first and listing the first few gaps (column,
+    start, length): filling them is the user's call, made before building. `columns`: name ->
+    (values as floats, the column as read)."""
+    gaps = []
+    for name, (values, _) in columns.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+            gaps += [(int(a), name, int(b - a)) for a, b in zip(starts, ends, strict=True)]
+    if not gaps:
+        return
+    gaps.sort()
+    row, name, _ = gaps[0]
+    shown = "; ".join(f"{n} from row {a + 2} ({stamps[a]}), {k} step(s)" for a, n, k in gaps[:3])
+    more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+    raise DataError(
+        f"{what}: column {name} holds a value that is not a finite number ({columns[name][1].iloc[row]!r} at row "
+        f"{row + 2}, time {stamps[row]}); {len(gaps)} gap(s): {shown}{more}. Fill or drop them before building "
+        "(in pandas: frame.set_index('time').interpolate(method='time', limit=4) fills gaps up to an hour)"
+    )
 
 
 def _element_values(net, data: dict[tuple[str, int, str], np.ndarray], steps: int, start: str) -> ElementSeries:
@@ -368,10 +409,15 @@ def check_steps(stamps, what: str, unit: str, first_row: int = 0) -> None:
     where = f"{unit} {k + 1 + first_row} ({stamps[k + 1]})"
     if deltas[k] <= 0:
         raise DataError(f"{what}: times must increase, but {where} is not after the {unit} before it")
+    typical = pd.Timedelta(int(np.median(deltas)))
+    if typical > pd.Timedelta(minutes=STEP_MINUTES):  # coarser data (hourly meters): spread, not averaged
+        how = f"the data is every {typical}: frame.set_index('time').resample('15min').interpolate(method='time')"
+    else:
+        how = "frame.set_index('time').resample('15min').mean() for finer data"
     raise DataError(
         f"{what}: twinbench's twins need one step every {STEP_MINUTES} minutes, but {where} comes "
         f"{pd.Timedelta(int(deltas[k]))} after the {unit} before it; resample the profiles to 15 minutes "
-        "(in pandas: frame.set_index('time').resample('15min').mean() for finer data)"
+        f"(in pandas: {how})"
     )
 
 

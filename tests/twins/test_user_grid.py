@@ -195,7 +195,11 @@ BAD_PROFILES = {
         lambda f: f.iloc[::4],
         "need one step every 15 minutes, but row 3 (2016-01-01 01:00:00) comes 0 days 01:00",
     ),
-    "unordered": (lambda f: f.iloc[::-1], "times must increase"),
+    "duplicate": (lambda f: _set(f, 6, "time", f.loc[5, "time"]), "times that appear twice: rows 7 and 8"),
+    "gaps": (
+        lambda f: _set(_set(_set(f, 7, "load:2:p_mw", np.nan), 8, "load:2:p_mw", np.nan), 20, "sgen:1:p_mw", np.nan),
+        "2 gap(s): load:2:p_mw from row 9 (2016-01-01 01:45:00), 2 step(s); sgen:1:p_mw from row 22",
+    ),
     "no time": (lambda f: f.drop(columns="time"), "has no `time` column"),
     "bad time": (lambda f: _set(f, 4, "time", "yesterday"), "cannot read its time column"),
     "no elements": (lambda f: f[["time"]], "has no element columns"),
@@ -335,3 +339,14 @@ def test_train_and_run_take_the_user_grid_from_the_command_line(gnn, files, tmp_
     assert all(r.status == "ok" and r.quality_value > 0 for r in records), [r.status_reason for r in records]
     plan = json.loads((path / "plan.json").read_text())
     assert plan["grids"] == [gnn[0].grid.grid]
+
+
+def test_unsorted_profiles_are_sorted_and_said(env, files, tmp_path, capsys):
+    """Issue 24: rows out of time order (times that never repeat) are sorted, with one line saying so;
+    the cache is the one the ordered file builds."""
+    profiles = _write(tmp_path, _csv(files, lambda f: f.iloc[::-1]), name="reversed.csv")
+    assert main(["data", "--grid", str(files / "bare.json"), "--profiles", str(profiles)]) == 0
+    assert "rows were not in time order; sorted by time" in capsys.readouterr().err
+    ordered = load_grid(user_grid(files / "bare.json", files / "feeder-profiles.csv").name)
+    mine = load_grid(user_grid(files / "bare.json", profiles).name)
+    np.testing.assert_array_equal(mine.trajectories["vm_pu"], ordered.trajectories["vm_pu"])
