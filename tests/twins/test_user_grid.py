@@ -350,3 +350,25 @@ def test_unsorted_profiles_are_sorted_and_said(env, files, tmp_path, capsys):
     ordered = load_grid(user_grid(files / "bare.json", files / "feeder-profiles.csv").name)
     mine = load_grid(user_grid(files / "bare.json", profiles).name)
     np.testing.assert_array_equal(mine.trajectories["vm_pu"], ordered.trajectories["vm_pu"])
+
+
+def test_the_long_format_recipe_in_the_docs_builds_the_same_grid(env, files, built, tmp_path, monkeypatch):
+    """Issue 24 item 4: the three lines of pandas on docs/extending.md, run as they stand there, turn a
+    long meter export into profiles that build the same cache as the wide file they came from."""
+    import re
+
+    import pandas as pd
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "extending.md").read_text()
+    section = page.split("### From a meter export (long format)", 1)[1]
+    recipe = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    wide = pd.read_csv(files / "feeder-profiles.csv")
+    meters = wide.melt(id_vars="time", var_name="column", value_name="value")
+    meters[["element", "quantity"]] = meters.column.str.rsplit(":", n=1, expand=True)
+    meters = meters.pivot_table(index=["time", "element"], columns="quantity", values="value").reset_index()
+    assert list(meters.columns) == ["time", "element", "p_mw", "q_mvar"]  # one row per meter and time
+    monkeypatch.chdir(tmp_path)
+    exec(recipe, {"meters": meters})
+    assert main(["data", "--grid", str(files / "bare.json"), "--profiles", str(tmp_path / "profiles.csv")]) == 0
+    mine = load_grid(user_grid(files / "bare.json", tmp_path / "profiles.csv").name)
+    np.testing.assert_allclose(mine.trajectories["vm_pu"], built["b"].trajectories["vm_pu"], atol=1e-9)
