@@ -90,7 +90,10 @@ def reduce_network(net) -> GridModel:
         raise DataError(f"pandapower's power flow fails on the net's static values ({type(e).__name__}: {e})") from e
     ppci = net._ppc["internal"]
     if len(ppci["ref"]) != 1:
-        raise DataError(f"expected one slack bus, found {len(ppci['ref'])}")
+        raise DataError(
+            f"expected one slack bus, found {len(ppci['ref'])} (external grids or slack generators in service): "
+            "the batched solver models exactly one, so a net with several external grids is not supported"
+        )
     ybus_int = ppci["Ybus"].toarray()
     n_int = ybus_int.shape[0]
 

@@ -73,8 +73,9 @@ def build_and_check(code: str, folder, capsys) -> tuple[str, str, float]:
         error = _max_error_against_runpp(load_grid(user_grid(path).name), net)
         assert error <= TOL_PU, f"{code}: {error:.2e} p.u. from runpp"
         return "built", f"labels within {error:.1e} p.u. of runpp", seconds
-    assert rc == 2 and err.startswith("error: "), err
-    return "refused", err.strip().splitlines()[0].removeprefix("error: ")[:160], seconds
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]  # after the build's progress lines
+    assert rc == 2 and errors, err
+    return "refused", errors[0].removeprefix("error: ")[:160], seconds
 
 
 def test_a_feeder_without_storage_builds_and_agrees_with_runpp(private_cache, capsys):
