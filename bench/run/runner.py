@@ -38,7 +38,7 @@ class RunRequest:
     suite: str | None = None
     device: str | None = None
     twin: str | None = None
-    grid: str | None = None  # instead of the suite's grids (a name; a user grid's cache must exist)
+    grid: str | None = None  # instead of the suite's grids (a name; a grid with no cache yet is built)
     runtime: str | None = None
     threads: int | None = None
     variants: list[str] | None = None  # selectors: variant ids or pass names
