@@ -119,6 +119,9 @@ def read_net_file(path: Path, given: str):
         ) from e
     if not isinstance(net, pp.pandapowerNet) or not len(net.bus):
         raise DataError(f"{given} is not a pandapower network file, or holds a net without buses")
+    for table in ("load", "sgen", "storage"):  # a net saved without `scaling`: pandapower's default is 1
+        if table in net and "scaling" not in net[table]:
+            net[table]["scaling"] = 1.0
     return net
 
 

@@ -46,6 +46,7 @@ def _max_error_against_runpp(data, net, n_samples: int = 4) -> float:
     sampled snapshots, over every pandapower bus (merged ones read their node's voltage)."""
     snaps, graph = data.snapshots, data.graph
     net = copy.deepcopy(net)
+    modelled = graph["pp_bus_node"] >= 0  # a bus islanded by an open line is not modelled (runpp: NaN)
     rows = np.random.default_rng(0).choice(len(snaps["vm_pu"]), n_samples, replace=False)
     worst = 0.0
     for r in rows:
@@ -56,8 +57,9 @@ def _max_error_against_runpp(data, net, n_samples: int = 4) -> float:
         pp.runpp(net, numba=False, tolerance_mva=1e-10)
         ref = net.res_bus.vm_pu.to_numpy() * np.exp(1j * np.radians(net.res_bus.va_degree.to_numpy()))
         ours = snaps["vm_pu"][r].astype(np.float64) * np.exp(1j * np.radians(snaps["va_degree"][r].astype(np.float64)))
-        err = np.abs(ours[graph["pp_bus_node"]] - ref[np.searchsorted(net.bus.index, graph["pp_bus_ids"])]).max()
-        worst = max(worst, float(err))
+        theirs = ref[np.searchsorted(net.bus.index, graph["pp_bus_ids"])]
+        assert np.isnan(theirs[~modelled]).all() and np.isfinite(theirs[modelled]).all()
+        worst = max(worst, float(np.abs(ours[graph["pp_bus_node"][modelled]] - theirs[modelled]).max()))
     return worst
 
 
@@ -142,3 +144,49 @@ def test_a_run_builds_a_suite_grid_named_by_path(private_cache):
     plan = _new_plan(RunRequest(suite=str(suite)), log=said.append)
     assert plan.grids == (user_grid(path).name,) and load_grid(plan.grids[0]).manifest["sizes"]["nodes"] == 15
     assert any(line.startswith("building") for line in said)
+
+
+def _no_geodata(net):
+    if "geo" in net.bus:
+        net.bus["geo"] = None
+    for table in ("bus_geodata", "line_geodata"):
+        if table in net:
+            net[table] = net[table].iloc[0:0]
+
+
+def _out_of_service(net):
+    net.load.loc[net.load.index[0], "in_service"] = False
+    net.sgen.loc[net.sgen.index[0], "in_service"] = False
+    net.line.loc[net.line.index[-1], "in_service"] = False  # a radial feeder: the buses beyond it are islanded
+
+
+def _no_scaling(net):
+    for table in ("load", "sgen", "storage"):
+        if "scaling" in net[table]:
+            net[table] = net[table].drop(columns="scaling")
+
+
+@pytest.mark.parametrize("change", [_no_geodata, _out_of_service, _no_scaling], ids=lambda f: f.__name__[1:])
+def test_nets_as_users_have_them_build_or_say_why(change, private_cache, capsys):
+    """Issue 24: nets without geodata, with out-of-service elements and lines (a bus islanded by an
+    open line is left out of the model), or saved without `scaling` (pandapower's default, 1) build
+    labels that agree with runpp."""
+    import simbench
+
+    net = simbench.get_simbench_net("1-LV-rural1--0-sw")
+    for kind in net.profiles:
+        net.profiles[kind] = net.profiles[kind].iloc[: WEEKS * 7 * 96].reset_index(drop=True)
+    change(net)
+    path = private_cache / "changed.json"
+    pp.to_json(net, str(path))
+    rc = main(["data", "--grid", str(path)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and rc in (0, 2), err
+    assert rc == 0, err  # each of these builds
+    if "scaling" not in net.load:  # pandapower's runpp needs the column; its default is 1
+        for table in ("load", "sgen", "storage"):
+            net[table]["scaling"] = 1.0
+    data = load_grid(user_grid(path).name)
+    assert _max_error_against_runpp(data, net) <= TOL_PU
+    if change is _out_of_service:  # the bus beyond the open line is islanded: left out, said by its node
+        assert (data.graph["pp_bus_node"] < 0).sum() == 1
