@@ -177,8 +177,7 @@ def node_injections(model: GridModel, net, element_values: dict[str, np.ndarray]
     }
     for e, (sign, p, q) in parts.items():
         nodes = model.element_node[e]
-        # pandapower's default scaling is 1; a net saved without the column (hand-made) means that.
-        scaling = net[e].scaling.to_numpy() if "scaling" in net[e] else np.ones(len(net[e]))
+        scaling = net[e].scaling.to_numpy()  # a net saved without it gets pandapower's 1 on reading
         connected = nodes >= 0
         incidence = np.zeros((len(nodes), n))
         incidence[np.flatnonzero(connected), nodes[connected]] = 1.0
