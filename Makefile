@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbench-installed
 SUITE ?= smoke
 
-.PHONY: setup browser docs test data bench bench-smoke bench-data bench-harness nightly report lint clean
+.PHONY: setup browser docs test data bench bench-smoke bench-data bench-harness gpu-kit nightly report lint clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,15 @@ bench-data: setup
 BENCH ?= tests/benchmarks
 bench-harness: setup
 	$(PY) -m pytest -o addopts="" -p no:cacheprovider -s $(BENCH) --benchmark-enable
+
+# The GPU kit (bench/run/gpu_kit.py): builds what a lent GPU machine runs from, with nothing to fetch
+# there: the gpu-first suite's grid data and checkpoints, trained here (the first time ~20 min on 2
+# cores), packed into .cache/gpu-kit/, and the missing wheels for CPython 3.12 in .whl/. Prints the
+# carry's size (64 MiB limit, working tree included) and the suite's estimated H100 time, then
+# rehearses: bench/run/gpu_run.sh with device=cpu on one cell in a fresh venv holding only the GPU
+# machine's packages plus the carried wheels (pip --no-index). Not part of `make test`.
+gpu-kit: setup
+	$(PY) bench/run/gpu_kit.py all
 
 # Nightly gate: the suite against this device's committed baseline (results/baselines/), then the
 # pytest-benchmark latency suite against the last saved nightly. Fails if either regressed.

@@ -34,6 +34,9 @@ from compress.base import Variant, parse_variant
 from models.errors import ConfigError, InputError, UnknownNameError
 
 REFERENCE = Variant()
+# Every ratio of a run (a record's reference energy and latency, the summary's columns) is taken to
+# the fp32 reference on this runtime at the same batch size (bench/measure/protocol.py).
+REFERENCE_RUNTIME = "torch-eager"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class RunPlan:
     threads: int
     variants: tuple[Variant, ...] = (REFERENCE,)  # the reference first
     seed: int = 0
+    # Runtimes the reference alone is measured on besides `runtimes`: a suite whose variants run on
+    # torch-compile only still measures its reference on torch-eager, the runtime ratios are taken to.
+    reference_runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -79,6 +85,14 @@ class RunPlan:
             )
         if not (self.grids and self.twins and self.runtimes) or self.variants[:1] != (REFERENCE,):
             raise ConfigError("a plan needs grids, twins, runtimes, and the reference as its first variant")
+        if set(self.reference_runtimes) & set(self.runtimes) or len(set(self.reference_runtimes)) < len(
+            self.reference_runtimes
+        ):
+            raise ConfigError(f"reference_runtimes {list(self.reference_runtimes)} repeat a runtime of the plan")
+
+    def runtimes_of(self, variant: Variant) -> tuple[str, ...]:
+        """The runtimes a variant is measured on: the plan's, and for the reference also its own."""
+        return (*self.reference_runtimes, *self.runtimes) if variant == REFERENCE else self.runtimes
 
     def cells(self) -> list[Cell]:
         return [
@@ -86,7 +100,7 @@ class RunPlan:
             for grid in self.grids
             for twin in self.twins
             for variant in self.variants
-            for runtime in self.runtimes
+            for runtime in self.runtimes_of(variant)
             for batch in self.batch_sizes
         ]
 
@@ -104,6 +118,8 @@ class RunPlan:
             "threads": self.threads,
             "seed": self.seed,
             "variants": [list(v.spec) for v in self.variants],
+            # Written only when used: a plan without it reads as it always did.
+            **({"reference_runtimes": list(self.reference_runtimes)} if self.reference_runtimes else {}),
         }
 
     @classmethod
@@ -125,6 +141,7 @@ class RunPlan:
                 threads=f.threads,
                 seed=f.seed,
                 variants=tuple(parse_variant(c) for c in f.variants),
+                reference_runtimes=tuple(f.reference_runtimes or ()),
             )
         except ValidationError as e:
             raise InputError(f"malformed plan.json ({_plan_message(e)}); this folder cannot be resumed") from None
@@ -158,6 +175,7 @@ class PlanFile(BaseModel):
         list[Annotated[list[dict[str, Any]], Field(max_length=MAX_CHAIN)]],
         Field(min_length=1, max_length=MAX_VARIANTS + 1),
     ]  # the reference (an empty chain) first
+    reference_runtimes: Annotated[list[Name], Field(max_length=MAX_LIST)] | None = None
     run_id: Name | None = None
     cells: list[str] | None = None
 

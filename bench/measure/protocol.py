@@ -34,7 +34,7 @@ from bench.measure.cell import Opened, Prepared, checksum_match, flops_per_infer
 from bench.measure.recording import ShardContext, Windows, build_record, identity
 from bench.measure.runtimes import target_of
 from bench.measure.validity import others_cpu_seconds
-from bench.plan import REFERENCE, Cell, Shard
+from bench.plan import REFERENCE, REFERENCE_RUNTIME, Cell, Shard
 from bench.records import Record
 from compress.base import PassContext
 from models.errors import TwinbenchError, Unsupported
@@ -43,8 +43,6 @@ from models.fingerprint import parameter_count, weights_sha256
 
 if TYPE_CHECKING:
     from models.registry import Twin
-
-REFERENCE_RUNTIME = "torch-eager"  # ratios are to the fp32 reference on torch-eager at the same batch size
 
 
 def _error_reason(e: Exception) -> str:

@@ -239,6 +239,8 @@ def describe(
         f"{len(plan.twins)} twin(s) x {len(plan.variants)} variants (reference included) x {len(plan.runtimes)} "
         f"runtime(s) x {len(plan.batch_sizes)} batch size(s); windows {plan.window_s:g} s x {plan.repetitions}",
     ]
+    if plan.reference_runtimes:
+        lines.append(f"  the reference also on {', '.join(plan.reference_runtimes)} (every ratio is taken to it)")
     if not here:
         lines.append("  planned for cuda on a machine without CUDA: an estimate only, this machine cannot run it")
     reasons = {c.key: unsupported_reason(c, here) for c in cells}

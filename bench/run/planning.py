@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 
 from bench.measure.runtimes import default_threads, get_runtime, runtime_names, target_of
-from bench.plan import REFERENCE, Cell, RunPlan, Shard
+from bench.plan import REFERENCE, REFERENCE_RUNTIME, Cell, RunPlan, Shard
 from bench.suites import Suite
 from compress.base import Variant
 from models.errors import ConfigError, UnknownNameError
@@ -52,6 +52,10 @@ def make_plan(
         if name not in runtime_names():
             raise UnknownNameError("runtime", name, runtime_names())
     m = suite.measure
+    # A suite that measures its variants compiled only (the `gpu-first` suite) still measures the
+    # reference on torch-eager: every ratio is taken to it. A runtime named on the command line is
+    # what the user asked for alone.
+    reference_runtimes = () if runtime or REFERENCE_RUNTIME in runtimes else (REFERENCE_RUNTIME,)
     return RunPlan(
         suite=suite.name,
         device=device,
@@ -64,6 +68,7 @@ def make_plan(
         repetitions=m.repetitions,
         threads=threads or default_threads(),
         variants=(REFERENCE, *select_variants(suite.variants, variants)),
+        reference_runtimes=reference_runtimes,
     )
 
 
