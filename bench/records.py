@@ -42,6 +42,8 @@ class Record:
     shard_id: str = ""  # the shard that measured it: its reference, device and windows
     host: str = ""  # the machine that measured it
     device_index: int | None = None  # which GPU of that machine (NVML index), None on CPU
+    # the grid cache it ran on: content hash and how a user's profiles were filled or resampled
+    grid_data: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     # quality, on this runtime and precision
     quality_metric: str | None = None
@@ -206,3 +208,24 @@ def describe_flags(r) -> str:
             flag = f"{flag} (power {r.energy_crosscheck_pct:+.0f} % vs counter)"
         shown.append(flag)
     return ", ".join(shown)
+
+
+def grid_data(records: list[Record]) -> dict[str, dict]:
+    """Each grid's data as its records name it (content hash; a user's profiles filled or resampled)."""
+    return {r.grid: r.grid_data for r in sorted(records, key=lambda r: r.grid) if r.grid_data}
+
+
+def treatment_text(treatment: dict) -> str:
+    """What was done to a user's profiles before the grid was built, in words (manifest `treatment`)."""
+    parts = []
+    if isinstance(resampled := treatment.get("resampled"), dict):
+        parts.append(
+            f"profiles resampled from {resampled.get('from_minutes')} min to 15 min by the mean "
+            f"({resampled.get('rows_in')} rows -> {resampled.get('steps_out')} steps)"
+        )
+    if isinstance(filled := treatment.get("filled"), dict):
+        parts.append(
+            f"{filled.get('values')} value(s) filled in {filled.get('gaps')} gap(s) by interpolation in time "
+            f"(longest {filled.get('longest_gap_minutes')} min, limit {filled.get('limit_minutes')} min)"
+        )
+    return "; ".join(parts) or "profiles used as given"

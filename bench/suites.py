@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compress.base import parse_variant
 from models.errors import ConfigError, UnknownNameError
-from models.grid.source import GridSource, looks_like_path, resolve_grid, user_grid
+from models.grid.source import (
+    AS_GIVEN,
+    GridSource,
+    ProfilePolicy,
+    looks_like_path,
+    parse_fill_gaps,
+    resolve_grid,
+    user_grid,
+)
 from models.registry import get_twin
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -60,6 +68,8 @@ class MeasureFile(_Strict):
 class GridTable(_Strict):
     net: Name
     profiles: Name | None = None
+    fill_gaps: Name | None = None  # a duration (1h): the profiles' gaps up to it are interpolated
+    resample: bool = False  # profiles finer than 15 minutes averaged to 15 minutes
 
 
 class VariantFile(_Strict):
@@ -280,10 +290,15 @@ def _variant(chain: list[dict], path: Path):
 
 
 def _grid(entry: str | GridTable, path: Path) -> GridSource:
-    """A suite's grid: a SimBench code, a pandapower JSON file, or `{net = "NET.json", profiles = "FILE"}`;
-    relative paths start at the suite file's folder."""
+    """A suite's grid: a SimBench code, a pandapower JSON file, or `{net = "NET.json", profiles = "FILE"}`
+    (with `fill_gaps = "1h"` and `resample = true` if wanted); relative paths start at the suite file's
+    folder."""
     if isinstance(entry, GridTable):
-        return user_grid(entry.net, entry.profiles, base=path.parent)
+        try:
+            minutes = parse_fill_gaps(entry.fill_gaps) if entry.fill_gaps is not None else 0
+            return user_grid(entry.net, entry.profiles, path.parent, ProfilePolicy(minutes, entry.resample))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: grid {entry.net!r}: {e}") from None
     if not entry.strip():
         raise ConfigError(f"{path}: {FIELD_RULES['grids']}, got {entry!r}")
     return user_grid(entry, base=path.parent) if looks_like_path(entry) else GridSource(entry)
@@ -294,14 +309,16 @@ def known_grids() -> list[str]:
     return sorted({g for name in suite_names() for g in load_suite(name).grids})
 
 
-def choose_grid(text: str, profiles: str | None = None, suite: Suite | None = None) -> GridSource:
+def choose_grid(
+    text: str, profiles: str | None = None, suite: Suite | None = None, policy: ProfilePolicy = AS_GIVEN
+) -> GridSource:
     """The grid a command line names with `--grid TEXT [--profiles FILE]`: one of the suite's grids
     (or, without a suite, of any suite's), a pandapower JSON file, or a user grid built before (its
     `<stem>-<hash>` name, as `twinbench data` prints it). Anything else lists the valid names."""
     for candidate in [suite] if suite is not None else [load_suite(n) for n in suite_names()]:
-        if text in candidate.grids and profiles is None:
+        if text in candidate.grids and profiles is None and policy.is_default:
             return candidate.grid_source(text)
-    source = resolve_grid(text, profiles)
+    source = resolve_grid(text, profiles, policy=policy)
     if source.is_file:
         return source
     valid = list(suite.grids) if suite is not None else known_grids()

@@ -80,6 +80,41 @@ PROFILES_HELP = (
     "load:3:p_mw, load:3:q_mvar, sgen:0:p_mw, storage:0:p_mw (README: 'Bring your own grid')"
 )
 PROFILES_WITHOUT_GRID = "--profiles goes with --grid NET.json (the pandapower net the profiles belong to)"
+POLICY_WITHOUT_PROFILES = "--fill-gaps and --resample treat a profiles file: --grid NET.json --profiles FILE"
+
+
+def fill_gaps(text: str) -> int:
+    """An argparse type: --fill-gaps DURATION in whole minutes (models.grid.source.parse_fill_gaps)."""
+    from models.grid.source import parse_fill_gaps
+
+    try:
+        return parse_fill_gaps(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("`fill_gaps` ", "")) from None
+
+
+def profile_options(parser: argparse.ArgumentParser) -> None:
+    """--profiles and the policy for its imperfections, on every command that takes --grid NET.json."""
+    parser.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
+    parser.add_argument(
+        "--fill-gaps",
+        type=fill_gaps,
+        metavar="DURATION",
+        help="fill gaps in --profiles (missing values or rows) up to this long, e.g. 1h, by interpolation in "
+        "time; longer gaps are refused and listed (default: none, every gap is refused)",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="average --profiles readings finer than 15 minutes (e.g. 5-minute) into 15-minute steps (mean)",
+    )
+
+
+def profile_policy(args: argparse.Namespace):
+    """The ProfilePolicy that --fill-gaps and --resample ask for."""
+    from models.grid.source import ProfilePolicy
+
+    return ProfilePolicy(getattr(args, "fill_gaps", None) or 0, bool(getattr(args, "resample", False)))
 
 
 def suite_twins(args: argparse.Namespace):
@@ -105,14 +140,14 @@ def chosen_grid(args: argparse.Namespace, suite=None) -> str | None:
     from models.grid.build import ensure_grid
     from models.grid.inputs import check_files
 
-    profiles = getattr(args, "profiles", None)
+    profiles, policy = getattr(args, "profiles", None), profile_policy(args)
     if not getattr(args, "grid", None):
-        if profiles:
-            raise ConfigError(PROFILES_WITHOUT_GRID)
+        if profiles or not policy.is_default:
+            raise ConfigError(PROFILES_WITHOUT_GRID if profiles else POLICY_WITHOUT_PROFILES)
         return None
     if suite is None and getattr(args, "suite", None):
         suite = load_suite(args.suite)
-    source = choose_grid(args.grid, profiles, suite)
+    source = choose_grid(args.grid, profiles, suite, policy)
     if source.is_file and getattr(args, "dry_run", False):  # a dry run writes nothing, but names real files
         check_files(source)
     elif source.is_file:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from bench.cli.args import (
     GRID_HELP,
-    PROFILES_HELP,
+    POLICY_WITHOUT_PROFILES,
     PROFILES_WITHOUT_GRID,
     default_device,
     nonempty,
     path,
+    profile_options,
+    profile_policy,
     require_cuda,
     suite_twins,
     to_stderr,
@@ -32,14 +34,14 @@ def add_commands(commands) -> None:
         help="build one grid: a SimBench code of a suite, or a pandapower "
         "network file (NET.json, pandapower.to_json) with its profiles inside or in --profiles",
     )
-    data.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
+    profile_options(data)
     data.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     data.set_defaults(func=cmd_data)
 
     train = commands.add_parser("train", help="train (or load) the reference twins and compare them with baselines")
     train.add_argument("--suite", default="smoke")
     train.add_argument("--grid", type=nonempty, help=GRID_HELP)
-    train.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
+    profile_options(train)
     train.add_argument("--twin", help="only this twin")
     train.add_argument("--split", default="test", choices=["train", "val", "test"])
     train.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
@@ -61,10 +63,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     from bench.suites import choose_grid, load_suite
     from models.grid.build import ensure_grid
 
+    policy = profile_policy(args)
     if args.grid:
-        sources = [choose_grid(args.grid, args.profiles)]
-    elif args.profiles:
-        raise ConfigError(PROFILES_WITHOUT_GRID)
+        sources = [choose_grid(args.grid, args.profiles, policy=policy)]
+    elif args.profiles or not policy.is_default:
+        raise ConfigError(PROFILES_WITHOUT_GRID if args.profiles else POLICY_WITHOUT_PROFILES)
     else:
         suite = load_suite(args.suite)
         sources = [suite.grid_source(grid) for grid in suite.grids]

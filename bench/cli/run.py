@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli.args import GRID_HELP, PCT, PROFILES_HELP, chosen_grid, cores, nonempty, number, path, say
+from bench.cli.args import GRID_HELP, PCT, chosen_grid, cores, nonempty, number, path, profile_options, say
 
 
 def add_commands(commands) -> None:
@@ -13,7 +13,7 @@ def add_commands(commands) -> None:
     run.add_argument("--suite", help="suite to run (see `twinbench list`)")
     run.add_argument("--twin", help="only this twin")
     run.add_argument("--grid", type=nonempty, help=GRID_HELP)
-    run.add_argument("--profiles", type=nonempty, metavar="FILE", help=PROFILES_HELP)
+    profile_options(run)
     run.add_argument("--runtime", help="only this runtime")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: the suite's device")
     run.add_argument(

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from bench.decide.annual import NotProjectable, Schedule, project
 from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.decide.plots import scatter, steps_curve
-from bench.records import Record, compression_summary, describe_flags, is_capped
+from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped
 from bench.store import write_output
 
 # Errors thrown by any script land in #js-errors: a page that renders no chart says why.
@@ -237,7 +237,8 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
         annual=_annual(records, schedule) if schedule else [],
         flags=sorted(flags.items()),
         not_measured=[(r, _first_line(r.status_reason)) for r in not_ok],
-        env=[(k, json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in env.items()],
+        env=[(k, json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in env.items()]
+        + [(f"grid {grid}", json.dumps(data, sort_keys=True)) for grid, data in grid_data(records).items()],
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from bench.decide.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
-from bench.records import Record, compression_summary, describe_flags, is_capped
+from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped, treatment_text
 from bench.store import write_output
 
 REFERENCE_RUNTIME = "torch-eager"
@@ -36,6 +36,9 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
     if env:
         device = env.get("gpu_name") or env.get("cpu_model") or "?"
         lines += [f"device: {device}; energy meter: {env.get('energy_meter', '?')}", ""]
+    for grid, data in grid_data(records).items():
+        if data.get("treatment"):
+            lines += [f"grid {grid}: {treatment_text(data['treatment'])}", ""]
     lines += [
         "Quality loss is relative to the fp32 torch-eager reference (positive = worse). Ratios are to the "
         "reference on torch-eager at the same batch size (< 1 = cheaper). E / L: on the quality-vs-energy / "

@@ -44,6 +44,7 @@ def identity(cell: Cell, twin: Twin, shard: Shard, ctx: ShardContext) -> dict:
         suite=ctx.plan.suite,
         twin=twin.name,
         grid=twin.grid.grid,
+        grid_data=twin.grid.provenance,
         variant_id=v.id,
         variant_name=v.name,
         lineage=v.lineage,

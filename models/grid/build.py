@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.errors import CacheError, DataError
-from models.grid.cache import GridData, GridDataConfig, grid_dir, load_grid, sha256_file, write_cache
+from models.grid.cache import STEP_MINUTES, GridData, GridDataConfig, grid_dir, load_grid, sha256_file, write_cache
 from models.grid.inputs import (
-    STEP_MINUTES,
     VALUE_KEYS,
     ElementSeries,
     check_files,
@@ -330,10 +329,12 @@ def _inputs(source: GridSource, log) -> tuple[pandapowerNet, ElementSeries, dict
     log(f"building {source.name}: loading {net_given}" + (f" and {source.given[1]}" if source.profiles else ""))
     net = read_net_file(source.net, net_given)
     check_supported(net)
-    series = (
-        file_profiles(net, source.profiles, source.given[1], log) if source.profiles else net_profiles(net, net_given)
-    )
-    return net, series, {"source": {"kind": "pandapower file", "inputs": inputs}}
+    if source.profiles:
+        series = file_profiles(net, source.profiles, source.given[1], log, source.policy)
+    else:
+        series = net_profiles(net, net_given)
+    treated = {"policy": source.policy.as_dict(), "treatment": series.treatment} if source.profiles else {}
+    return net, series, {"source": {"kind": "pandapower file", "inputs": inputs, **treated}}
 
 
 def _split(n_steps: int, config: GridDataConfig, grid: str) -> np.ndarray:

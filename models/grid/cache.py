@@ -130,6 +130,14 @@ class GridData:
         return self.manifest["content_hash"]
 
     @property
+    def provenance(self) -> dict:
+        """What a record says about the data it was measured on: the cache's content hash and, for a
+        user's profiles file, how its gaps and resolution were treated (nothing, filled, resampled)."""
+        source = self.manifest.get("source") or {}
+        treated = {k: source[k] for k in ("policy", "treatment") if isinstance(source, dict) and k in source}
+        return {"content_hash": self.content_hash, **treated}
+
+    @property
     def n_nodes(self) -> int:
         return len(self.graph["bus_ids"])
 

@@ -9,7 +9,8 @@ SimBench-style profiles inside (`net.profiles` plus each element's `profile` col
     2016-01-01 00:15,...
 
 - `time`: required, ISO 8601 (or SimBench's `01.01.2016 00:15`), one row every 15 minutes (wall-clock
-  times without a zone may jump at daylight-saving changes, as SimBench's do).
+  times without a zone may jump at daylight-saving changes, as SimBench's do). Gaps and finer
+  readings are refused unless the user's policy allows filling or resampling them (timeline.py).
 - `<element>:<index>:<quantity>`: the value the element's `p_mw` / `q_mvar` column would hold at that
   step, `<index>` a row index of `net.load`, `net.sgen` or `net.storage`. Quantities: `p_mw` for all
   three, `q_mvar` for loads (static generators and storage keep their static `q_mvar`, as with SimBench
@@ -25,17 +26,17 @@ simbench and pandapower are imported inside the functions: slow to import, absen
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.errors import CacheError, DataError, InputError
-from models.grid.cache import STEP_MINUTES
-from models.grid.source import GridSource
+from models.grid.source import AS_GIVEN, GridSource, ProfilePolicy
+from models.grid.timeline import check_duplicates, check_gaps, check_steps, parse_times, treat
 
 VALUE_KEYS = ("load_p_mw", "load_q_mvar", "sgen_p_mw", "storage_p_mw")  # (table, quantity) of each profile
 COLUMN = re.compile(r"^(load|sgen|storage):(-?\d+):(p_mw|q_mvar)$")
@@ -67,13 +68,14 @@ NET_FILE_MAX_DEPTH = 64  # nesting, embedded JSON strings included; pandapower's
 _PUBLIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ElementSeries:
     """The power of every load, static generator and storage unit at every step."""
 
     values: dict[str, np.ndarray]  # VALUE_KEYS -> (T, n_elem) in MW / Mvar, columns in the net's table order
     labels: dict[str, list[str]]  # VALUE_KEYS -> where each column comes from (profile name, file column)
     start: str | None  # step 0 as ISO 8601 (None: the profiles carry no time)
+    treatment: dict = dataclasses.field(default_factory=dict)  # what was resampled or filled (timeline.treat)
 
     @property
     def steps(self) -> int:
@@ -256,8 +258,9 @@ def _same_length(values: dict[str, np.ndarray], net, what: str) -> dict[str, np.
     return out
 
 
-def file_profiles(net, path: Path, given: str, log=print) -> ElementSeries:
-    """Element profiles from a CSV or Parquet file (format: this module's docstring)."""
+def file_profiles(net, path: Path, given: str, log=print, policy: ProfilePolicy = AS_GIVEN) -> ElementSeries:
+    """Element profiles from a CSV or Parquet file (format: this module's docstring), its gaps and
+    resolution treated as `policy` allows (models/grid/timeline.py)."""
     import pandas as pd
 
     _check_file(path, given, PROFILES_FILE)
@@ -304,53 +307,18 @@ def file_profiles(net, path: Path, given: str, log=print) -> ElementSeries:
         order = np.argsort(stamps.asi8, kind="stable")
         frame, stamps = frame.iloc[order].reset_index(drop=True), stamps[order]
         log(f"{given}: rows were not in time order; sorted by time")
-    check_steps(stamps, given, "row", first_row=2)  # row 1 is the header
-    data = {}
-    for name in parsed:
-        column = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-        data[parsed[name]] = column
-    check_gaps({name: (data[parsed[name]], frame[name]) for name in parsed}, stamps, given)
-    return _element_values(net, data, len(frame), stamps[0].isoformat(timespec="minutes"))
-
-
-def check_duplicates(stamps, what: str) -> None:
-    """Refuse times that appear twice, naming the first few. Wall-clock times (no zone) repeat an hour
-    at the autumn daylight-saving change, as SimBench's own do: a time seen again exactly 4 rows
-    later is that repeat, not a duplicate. Times with a zone are instants, and never repeat."""
-    values = stamps.asi8
-    order = np.argsort(values, kind="stable")
-    same = np.flatnonzero(values[order][1:] == values[order][:-1])
-    pairs = [(int(order[i]), int(order[i + 1])) for i in same]
-    if stamps.tz is None:
-        pairs = [(a, b) for a, b in pairs if b - a != 4]
-    if pairs:
-        shown = "; ".join(f"rows {a + 2} and {b + 2} ({stamps[a]})" for a, b in pairs[:3])
-        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-        raise DataError(f"{what}: times that appear twice: {shown}{more}; keep one row per time")
-
-
-def check_gaps(columns: dict, stamps, what: str) -> None:
-    """Refuse missing or non-numeric values, naming the first and listing the first few gaps (column,
-    start, length): filling them is the user's call, made before building. `columns`: name ->
-    (values as floats, the column as read)."""
-    gaps = []
-    for name, (values, _) in columns.items():
-        bad = ~np.isfinite(values)
-        if bad.any():
-            edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
-            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-            gaps += [(int(a), name, int(b - a)) for a, b in zip(starts, ends, strict=True)]
-    if not gaps:
-        return
-    gaps.sort()
-    row, name, _ = gaps[0]
-    shown = "; ".join(f"{n} from row {a + 2} ({stamps[a]}), {k} step(s)" for a, n, k in gaps[:3])
-    more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
-    raise DataError(
-        f"{what}: column {name} holds a value that is not a finite number ({columns[name][1].iloc[row]!r} at row "
-        f"{row + 2}, time {stamps[row]}); {len(gaps)} gap(s): {shown}{more}. Fill or drop them before building "
-        "(in pandas: frame.set_index('time').interpolate(method='time', limit=4) fills gaps up to an hour)"
-    )
+    columns = {name: pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64) for name in parsed}
+    treatment: dict = {}
+    if policy.is_default:
+        check_steps(stamps, given, "row", first_row=2)  # row 1 is the header
+        check_gaps(columns, stamps, given, raw=frame)
+    else:
+        stamps, columns, treatment = treat(stamps, columns, policy, given, log)
+        check_steps(stamps, given, "step", policy=policy)
+        check_gaps(columns, stamps, given, policy=policy)
+    data = {parsed[name]: values for name, values in columns.items()}
+    series = _element_values(net, data, len(stamps), stamps[0].isoformat(timespec="minutes"))
+    return dataclasses.replace(series, treatment=treatment)
 
 
 def _element_values(net, data: dict[tuple[str, int, str], np.ndarray], steps: int, start: str) -> ElementSeries:
@@ -370,58 +338,6 @@ def _element_values(net, data: dict[tuple[str, int, str], np.ndarray], steps: in
                 label[j] = f"{table}:{index}:p_mw at static cos phi"
         values[key], labels[key] = array, label
     return ElementSeries(values, labels, start)
-
-
-def parse_times(raw, what: str):
-    """A DatetimeIndex from a column of ISO 8601 or SimBench (`01.01.2016 00:15`) times."""
-    import pandas as pd
-
-    # Times with offsets that change at daylight saving (+01:00, then +02:00) are one instant each:
-    # read as UTC, where the steps stay 15 minutes apart. Times without a zone stay wall-clock times.
-    text = pd.Series(raw).astype(str)
-    utc = bool(text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any())
-    for fmt in ("ISO8601", "%d.%m.%Y %H:%M"):
-        try:
-            stamps = pd.DatetimeIndex(pd.to_datetime(text, format=fmt, utc=utc))
-        except (ValueError, TypeError):
-            continue
-        if not stamps.isna().any():
-            return stamps
-    raise DataError(
-        f"{what}: cannot read its time column as dates (ISO 8601 such as 2016-01-01 00:15, or SimBench's "
-        "01.01.2016 00:15; with or without a UTC offset such as +01:00)"
-    )
-
-
-def check_steps(stamps, what: str, unit: str, first_row: int = 0) -> None:
-    """Every step 15 minutes after the one before: the twins' windows (96 steps = a day) and calendar
-    inputs assume it. Resampling is the user's call (mean? last? interpolate?), not ours.
-
-    Times without a time zone are wall-clock times, and may jump at daylight-saving changes as
-    SimBench's own do (01:45 -> 03:00 in spring, 02:45 -> 02:00 in autumn): the rows are still
-    consecutive 15-minute steps, so those two jumps are accepted there."""
-    import pandas as pd
-
-    minute = pd.Timedelta(minutes=1).value
-    deltas = np.diff(stamps.asi8)
-    allowed = [STEP_MINUTES * minute] + ([75 * minute, -45 * minute] if stamps.tz is None else [])
-    bad = np.flatnonzero(~np.isin(deltas, allowed))
-    if not bad.size:
-        return
-    k = int(bad[0])
-    where = f"{unit} {k + 1 + first_row} ({stamps[k + 1]})"
-    if deltas[k] <= 0:
-        raise DataError(f"{what}: times must increase, but {where} is not after the {unit} before it")
-    typical = pd.Timedelta(int(np.median(deltas)))
-    if typical > pd.Timedelta(minutes=STEP_MINUTES):  # coarser data (hourly meters): spread, not averaged
-        how = f"the data is every {typical}: frame.set_index('time').resample('15min').interpolate(method='time')"
-    else:
-        how = "frame.set_index('time').resample('15min').mean() for finer data"
-    raise DataError(
-        f"{what}: twinbench's twins need one step every {STEP_MINUTES} minutes, but {where} comes "
-        f"{pd.Timedelta(int(deltas[k]))} after the {unit} before it; resample the profiles to 15 minutes "
-        f"(in pandas: {how})"
-    )
 
 
 def _tables() -> dict[str, tuple[str, str]]:

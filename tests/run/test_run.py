@@ -12,6 +12,7 @@ from bench.records import Record
 from bench.run.runner import RunRequest, run
 from bench.store import RunDir, run_folders
 from models.fingerprint import files_sha256, onnx_files
+from models.grid import load_grid
 
 TWINS = {"sensor-transformer", "grid-gnn", "diffusion-forecaster"}
 
@@ -69,6 +70,7 @@ def test_smoke_records_are_valid_and_honest(smoke_run):
             assert r.artifact_path == f"artifacts/{r.twin}-{r.variant_id}.onnx" and (path / r.artifact_path).is_file()
             assert r.artifact_sha256 == files_sha256(onnx_files(path / r.artifact_path))
         assert r.weights_sha256 and len(r.weights_sha256) == 64
+        assert r.grid_data == {"content_hash": load_grid(r.grid).content_hash}  # a SimBench grid, as built
     assert any(r.flops_per_inference for r in records)
     env = json.loads((path / "environment.json").read_text())
     assert env["energy_meter"].startswith(source) and env["libraries"]["torch"] and env["cpu_cores"] >= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import numpy as np
 import pandapower as pp
@@ -121,7 +122,7 @@ def test_times_with_offsets_across_a_dst_change_are_read_as_utc(day):
     """Issue 24: a meter export with `+01:00` then `+02:00` is strict 15-minute steps, not two zones."""
     import pandas as pd
 
-    from models.grid.inputs import check_steps, parse_times
+    from models.grid.timeline import check_steps, parse_times
 
     local = pd.date_range(f"{day} 00:00", periods=20, freq="15min", tz="Europe/Berlin")
     stamps = parse_times([t.isoformat() for t in local], "profiles.csv")
@@ -190,3 +191,29 @@ def test_nets_as_users_have_them_build_or_say_why(change, private_cache, capsys)
     assert _max_error_against_runpp(data, net) <= TOL_PU
     if change is _out_of_service:  # the bus beyond the open line is islanded: left out, said by its node
         assert (data.graph["pp_bus_node"] < 0).sum() == 1
+
+
+OLD_NET = Path(__file__).parent / "data" / "kerber-landnetz-pandapower-2.14.json"
+
+
+def test_a_net_saved_by_an_older_pandapower_builds_and_agrees_with_runpp(private_cache, simbench_net, capsys):
+    """Issue 24: a net saved by pandapower 2.14 (the Kerber rural cable feeder of pandapower.networks,
+    with its geodata in the 2.x `bus_geodata` table and loads' `const_z_percent`), written by
+    pandapower 2.14.10 itself (numpy 1.26) and kept as a file: pandapower 3 converts it on load, and
+    it builds with SimBench household profiles on its 8 loads."""
+    import pandas as pd
+
+    assert '"version": "2.14.10"' in OLD_NET.read_text()
+    net = pp.from_json(str(OLD_NET))
+    steps = WEEKS * 7 * 96
+    times = pd.date_range("2016-01-01", periods=steps, freq="15min").strftime("%Y-%m-%d %H:%M")
+    household = simbench_net.profiles["load"].filter(like="_pload").iloc[:steps]  # SimBench per-unit profiles
+    profiles = {"time": times}
+    for j, index in enumerate(net.load.index):
+        profiles[f"load:{index}:p_mw"] = household.iloc[:, j % household.shape[1]].to_numpy() * net.load.p_mw[index]
+    csv = private_cache / "kerber.csv"
+    pd.DataFrame(profiles).to_csv(csv, index=False)
+    assert main(["data", "--grid", str(OLD_NET), "--profiles", str(csv)]) == 0, capsys.readouterr().err
+    data = load_grid(user_grid(OLD_NET, csv).name)
+    assert data.manifest["sizes"]["snapshots"] == steps
+    assert _max_error_against_runpp(data, net) <= TOL_PU
