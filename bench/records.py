@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 SCHEMA_VERSION = 3
 STATUSES = ("ok", "unsupported", "error")
 # Fields of measured figures (energy, power, latency, throughput): never NaN or infinite in a record.
-MEASURED_PREFIXES = ("energy_", "idle_power", "avg_power", "reference_", "latency_", "throughput")
+MEASURED_PREFIXES = ("energy_", "idle_power", "avg_power", "reference_", "latency_", "throughput", "creation_energy")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,14 @@ class Record:
     size_bytes: int | None = None
     flops_per_inference: float | None = None
     model_info: dict = field(default_factory=dict)  # what the twin says about the model (sampling steps)
+    # What creating the variant cost (models/creation.py): its own training, search, calibration and
+    # export beyond its parent (the reference: its training), and its whole lineage from the reference's
+    # training on. None: not measured or not knowable (shipped weights), never 0.
+    creation_energy_j: float | None = None
+    creation_energy_total_j: float | None = None
+    creation_energy_source: str = "none"  # each cost's source, joined: estimate, nvml, estimate+nvml, unknown
+    creation_device: str = ""  # the devices it was made on
+    creation: dict = field(default_factory=dict)  # {"own": [costs], "reference": [costs]}: each window
     # validity
     window_s: float | None = None
     iterations: int | None = None
@@ -104,7 +112,7 @@ class Record:
             raise ValueError("a record that is not ok must say why (status_reason)")
         if self.energy_j_per_inference is not None and self.energy_source == "none":
             raise ValueError("an energy figure needs its source")
-        if self.energy_j_per_inference == 0:
+        if self.energy_j_per_inference == 0 or self.creation_energy_j == 0 or self.creation_energy_total_j == 0:
             raise ValueError("0 J is never a measurement: use None when energy is unknown")
 
     @property

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from models import creation
 from models.checkpoint import identity
 from models.errors import Unsupported
 from models.grid.cache import cache_root
@@ -130,10 +131,13 @@ def cached_search(
     path = search_path(twin, key)
     outcome = _load(path, accept)
     if outcome is None:
-        outcome = run()
+        with creation.window("search") as searched:  # kept with the outcome: loading never re-measures
+            outcome = run()
+        outcome = {**outcome, "creation": searched.cost.as_dict()}
         _save(path, outcome, log)
     else:
         log(f"  search loaded from {path}")
+        creation.loaded(outcome.get("creation"), "search")
     if outcome.get("unsupported"):
         raise Unsupported(outcome["unsupported"])
     return outcome

@@ -24,6 +24,8 @@ import safetensors.torch
 import torch
 from filelock import FileLock, Timeout
 
+from models import creation
+from models.creation import Cost
 from models.errors import TwinbenchError
 from models.grid.cache import cache_root
 from models.registry import TrainableTwin
@@ -96,14 +98,18 @@ def _staged(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def save_checkpoint(twin, model: torch.nn.Module, path: Path, summary: dict, chain: tuple = ()) -> dict:
-    """Write the weights and their meta (identity, training summary, weights_sha256); returns the meta."""
+def save_checkpoint(
+    twin, model: torch.nn.Module, path: Path, summary: dict, chain: tuple = (), cost: Cost | None = None
+) -> dict:
+    """Write the weights and their meta (identity, training summary, weights_sha256, and what making
+    them cost: models/creation.py); returns the meta."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _staged(path) as weights:
         safetensors.torch.save_model(model, str(weights))  # keeps one name of tensors sharing memory
         meta = {
             **identity(twin, chain),
             "summary": summary,
+            "creation": cost.as_dict() if cost is not None else None,
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "torch": torch.__version__,
             "created_unix": int(time.time()),
@@ -220,14 +226,18 @@ def train_or_load(twin, root: Path | None = None, log=print, retrain: bool = Fal
     with _exclusive(path, what, log):
         meta = None if retrain else _load_cached(twin, model, path, (), log)
         if meta is not None:
+            creation.loaded(meta.get("creation"), "training")
             return model, meta, False
         if isinstance(twin, TrainableTwin):
             log(f"training {what} ({device})")
-            with _naming_the_twin(what):
+            with _naming_the_twin(what), creation.window("training", keep=False) as made:
                 summary = {**twin.train(model, log, device=device), "device": device}
+            cost = creation.with_epochs(made.cost, summary)
         else:
             summary = _load_shipped(twin, model, log)
-        save_checkpoint(twin, model, path, summary)
+            cost = Cost("shipped weights", None, creation.UNKNOWN, 0.0, "")
+        creation.record(cost)
+        save_checkpoint(twin, model, path, summary, cost=cost)
         # Reloaded, so the model returned holds exactly the bytes that were saved and hashed.
         return model, load_checkpoint(twin, model, path), True
 
@@ -255,10 +265,14 @@ def train_or_load_variant(twin, chain: tuple, model: torch.nn.Module, train, log
     path = checkpoint_path(twin, root, chain)
     what = f"variant {chain[-1]['pass']} of {twin.name} on {twin.grid.grid}"
     with _exclusive(path, what, log):
-        if _load_cached(twin, model, path, chain, log) is not None:
+        meta = _load_cached(twin, model, path, chain, log)
+        if meta is not None:
+            creation.loaded(meta.get("creation"), chain[-1]["pass"])
             return model, False
         log(f"training {what}")
-        with _naming_the_twin(what):
+        with _naming_the_twin(what), creation.window(chain[-1]["pass"], keep=False) as made:
             summary = train(model)
-        save_checkpoint(twin, model, path, summary, chain)
+        cost = creation.with_epochs(made.cost, summary)
+        creation.record(cost)
+        save_checkpoint(twin, model, path, summary, chain, cost)
         return model, True

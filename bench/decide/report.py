@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from bench.decide.annual import NotProjectable, Schedule, project
 from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
+from bench.decide.payback import Payback, creation_text, payback
 from bench.decide.plots import scatter, steps_curve
 from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped
 from bench.store import write_output
@@ -116,11 +117,21 @@ HEAD = [
     "MB",
     "params",
     "size KB",
+    "creation kJ",
+    "payback (inferences)",
     "flags",
 ]
 
 
-def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell]:
+def _payback_cell(back: Payback | None) -> Cell:
+    if back is None:
+        return Cell("-", "")
+    if back.inferences is None:
+        return Cell("never" if back.verdict.startswith("never") else "?", "", title=back.verdict)
+    return Cell(format(back.inferences, ".3g"), back.inferences, title=back.verdict)
+
+
+def _row(r: Record, on_front: set[str], ties: dict[str, list[str]], back: Payback | None = None) -> list[Cell]:
     return [
         Cell(r.twin),
         _cell(r.batch_size, "d"),
@@ -141,6 +152,12 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]]) -> list[Cell
         _cell(r.peak_memory_mb, ".0f"),
         _cell(r.params, ","),
         _cell(r.size_bytes and r.size_bytes / 1024, ".0f"),
+        Cell(
+            "-" if r.creation_energy_total_j is None else format(r.creation_energy_total_j / 1000, ".3g"),
+            r.creation_energy_total_j or "",
+            title=creation_text(r) + (f" on {r.creation_device}" if r.creation_device else ""),
+        ),
+        _payback_cell(back),
         Cell(describe_flags(r)),
     ]
 
@@ -229,7 +246,7 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
         charts=parts,
         head=HEAD,
         rows=[
-            _row(r, on_front, ties)
+            _row(r, on_front, ties, payback(r, records, schedule and schedule.rate_per_s * schedule.instances))
             for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime))
         ],
         tie_rule=TIE_RULE if ties else "",

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from bench.decide.annual import NotProjectable, Projection, Schedule, project, render_table
 from bench.decide.frontier import OBJECTIVES, TIE_RULE, cost, dominates, groups, pareto, tie_groups, tied, ties_of
+from bench.decide.payback import creation_text, payback
 from bench.records import CONTENDED_CORES, Record
 from models.errors import ConfigError, InputError, UnknownNameError, Verdict
 
@@ -178,7 +179,9 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
         chosen = ties_of(front[0], front, c.objective)[0]
         ranked = [chosen, *(r for r in ranked if r is not chosen)]
     chosen = ranked[0]
-    reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, lambda r: _ci(r, c.objective, projections))
+    rate = schedule.rate_per_s * schedule.instances if schedule else None
+    ci_of = lambda r: _ci(r, c.objective, projections)  # noqa: E731
+    reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, ci_of, rate)
     shown = {r.cell_key: p for r in (*frontier, chosen) if isinstance(p := projections.get(r.cell_key), Projection)}
     return Selection(chosen, frontier, feasible, reasons, c, schedule, shown)
 
@@ -206,6 +209,7 @@ def _reasons(
     batch: int,
     cost_of: Callable[[Record], float],
     ci_of: Callable[[Record], tuple[float, float]],
+    rate: float | None = None,  # inferences per second over all instances, for the payback's time
 ) -> list[str]:
     unit = {"energy": "J/inference", "latency": "ms (p50)", "annual": "kWh/year"}[c.objective]
     low, high = ci_of(chosen)
@@ -241,7 +245,14 @@ def _reasons(
     ref = next((r for r in ranked if r.variant_id == "reference" and r.runtime == "torch-eager"), None)
     if ref is not None and ref is not chosen:
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
-    return out + _warnings(chosen)
+    return out + _creation(chosen, candidates, rate) + _warnings(chosen)
+
+
+def _creation(chosen: Record, candidates: list[Record], rate: float | None) -> list[str]:
+    """What the chosen cell cost to create, and when that comes back (bench/decide/payback.py)."""
+    made = f"creation: {creation_text(chosen)}" + (f" on {chosen.creation_device}" if chosen.creation_device else "")
+    back = payback(chosen, candidates, rate)
+    return [made + (f"; {back.verdict} against the fp32 reference on {chosen.runtime}" if back else "")]
 
 
 def _warnings(chosen: Record) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from bench.decide.frontier import QUALITY_TOL_PCT, TIE_RULE, against_metric, frontier_keys, metric_slug, tie_marks
+from bench.decide.payback import creation_text, payback
 from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped, treatment_text
 from bench.store import write_output
 
@@ -30,6 +31,12 @@ def _ref(r: Record, run_ref: Record | None, field: str) -> float | None:
     return own if own is not None else (run_ref and getattr(run_ref, field))
 
 
+def _payback_text(back) -> str:
+    if back is None:
+        return "-"
+    return f"{back.inferences:.3g} inferences" if back.inferences is not None else back.verdict.split(":")[0]
+
+
 def render(records: list[Record], env: dict | None = None, title: str = "") -> str:
     on_energy, on_latency = frontier_keys(records, "energy"), frontier_keys(records, "latency")
     lines = [f"# {title or 'twinbench run'}", ""]
@@ -43,6 +50,8 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
         "Quality loss is relative to the fp32 torch-eager reference (positive = worse). Ratios are to the "
         "reference on torch-eager at the same batch size (< 1 = cheaper). E / L: on the quality-vs-energy / "
         "quality-vs-latency Pareto frontier of its group (same twin, batch size, device and energy source). "
+        "Creation: the energy to make the variant, its reference's training included; payback: the inferences "
+        "after which its saving per inference has repaid what it cost beyond its reference on the same runtime. "
         f"A cell leaves a frontier only when another beats it beyond the noise: by more than {QUALITY_TOL_PCT:g} "
         "points of quality loss, or with a 95 % CI wholly below its own.",
         "",
@@ -58,8 +67,8 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
             lines += [f"reference: {ref.quality_metric} = {ref.quality_value:.4g}", ""]
         lines += [
             "| variant | runtime | frontier | quality loss % | J/inference [95% CI] | source | energy ratio "
-            "| p50 ms | p99 ms | latency ratio | params | size KB | flags |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| p50 ms | p99 ms | latency ratio | params | size KB | creation | payback | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         ties = tie_marks(ok)
         for r in sorted(ok, key=lambda r: (r.variant_id != "reference", r.variant_name, r.runtime)):
@@ -76,7 +85,8 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
                 f"| {r.energy_source} | {_ratio(r.energy_j_per_inference, _ref(r, ref, 'energy_j_per_inference'))} "
                 f"| {_fmt(r.latency_ms_p50)} | {_fmt(r.latency_ms_p99)} "
                 f"| {_ratio(r.latency_ms_p50, _ref(r, ref, 'latency_ms_p50'))} | {_fmt(r.params, ',')} "
-                f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {describe_flags(r)} |"
+                f"| {_fmt(r.size_bytes and r.size_bytes / 1024, '.0f')} | {creation_text(r)} "
+                f"| {_payback_text(payback(r, records))} | {describe_flags(r)} |"
             )
         if ties:
             lines += [

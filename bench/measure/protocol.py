@@ -17,12 +17,13 @@ them), so each record's ratio to the reference is taken on the same device in th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,14 @@ import torch
 
 from bench.measure import environment
 from bench.measure.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
-from bench.measure.recording import ShardContext, Windows, build_record, identity
+from bench.measure.recording import ShardContext, Windows, build_record, creation_fields, identity
 from bench.measure.runtimes import target_of
 from bench.measure.validity import others_cpu_seconds
 from bench.plan import REFERENCE, REFERENCE_RUNTIME, Cell, Shard
 from bench.records import Record
 from compress.base import PassContext
+from models import creation
+from models.creation import Cost
 from models.errors import TwinbenchError, Unsupported
 from models.export import torch_predict_fn
 from models.fingerprint import parameter_count, weights_sha256
@@ -85,6 +88,8 @@ class _Variants:
         self.sessions: dict[tuple[str, str], Opened | Exception] = {}  # (variant id, runtime) -> opened, or why not
         self.weights: dict[tuple[str, str], str] = {}  # SHA-256 of each variant's torch weights
         self.flops: dict[tuple[str, int], float | None] = {}
+        # What building each (variant id, target) and opening each (variant id, runtime) cost.
+        self.costs: dict[tuple[str, str], list[Cost]] = {}
 
     def model(self, cell: Cell) -> torch.nn.Module:
         """The variant's model for the cell's target."""
@@ -98,7 +103,8 @@ class _Variants:
                 log=self.ctx.log,
                 notes=self.notes.setdefault(key, []),
             )
-            self.models[key] = cell.variant.build(self.reference, pass_ctx)
+            with _creation(cell, "build", self.costs.setdefault(key, [])):
+                self.models[key] = cell.variant.build(self.reference, pass_ctx)
         return self.models[key]
 
     def session(self, cell: Cell) -> Opened:
@@ -106,9 +112,10 @@ class _Variants:
         if key not in self.sessions:
             try:
                 built, notes = self.model(cell), self.notes.setdefault((cell.variant.id, target_of(cell)), [])
-                self.sessions[key] = open_session(
-                    cell, self.twin, built, self.ctx.plan, self.ctx.workdir, self.ctx.log, notes
-                )
+                with _creation(cell, "export", self.costs.setdefault(key, [])):
+                    self.sessions[key] = open_session(
+                        cell, self.twin, built, self.ctx.plan, self.ctx.workdir, self.ctx.log, notes
+                    )
             except (KeyboardInterrupt, TwinbenchError):
                 raise
             except Exception as e:  # remembered: the other batch sizes get the same record
@@ -126,12 +133,28 @@ class _Variants:
             # Counted on the variant's torch model (for quantized ONNX: the fp32 graph it came from).
             inputs = self.twin.example_inputs(c.batch_size, self.ctx.plan.seed)
             self.flops[(c.variant.id, c.batch_size)] = flops_per_inference(copy.deepcopy(m), inputs)
+        own = self.costs.get((c.variant.id, target), []) + self.costs.get((c.variant.id, c.runtime), [])
         return dict(
+            **creation_fields(list(self.ctx.reference_costs), own, is_reference=not c.variant.lineage),
             weights_sha256=self.weights[(c.variant.id, target)],
             flops_per_inference=self.flops[(c.variant.id, c.batch_size)],
             params=parameter_count(m),
             model_info=model_info(self.twin, m, self.notes.get((c.variant.id, target), [])),
         )
+
+
+@contextlib.contextmanager
+def _creation(cell: Cell, what: str, costs: list[Cost]) -> Iterator[None]:
+    """Meter building a variant or opening its session (calibration, quantization, export): its own
+    energy beyond the trainings and searches inside, which are kept with their checkpoints and
+    search outcomes and loaded from there. Every cost, made now or loaded, goes to `costs`."""
+    with creation.ledger() as made:
+        if cell.variant.lineage or what == "export":
+            with creation.window(what, own_only=True):
+                yield
+        else:  # the reference's build is a copy of the trained model: nothing to meter
+            yield
+    costs.extend(made)
 
 
 def model_info(twin: Twin, model: torch.nn.Module, notes: list[dict]) -> dict:

@@ -3,6 +3,7 @@ what the shard's windows gave (`Windows`) and where the shard was measured (`Sha
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from bench.measure.stats import summarize
 from bench.measure.validity import Evidence, compute_precision, energy_floor, validity_flags
 from bench.plan import Cell, RunPlan, Shard
 from bench.records import Record
+from models import creation
+from models.creation import Cost
 
 if TYPE_CHECKING:
     from models.registry import Twin
@@ -33,6 +36,7 @@ class ShardContext:
     env: dict  # the measuring machine's environment (GPU name for the energy floor)
     host: str = ""
     device_index: int | None = None
+    reference_costs: tuple = ()  # what training (or loading) the shard's reference cost (models.creation.Cost)
     on_cell: Callable[[str], None] = field(default=lambda s: None)
     log: Callable[[str], None] = field(default=lambda s: None)
 
@@ -226,3 +230,22 @@ def cell_energy_floor(cell: Cell, flops: float | None, env: dict) -> float | Non
     if cell.device != "cuda":
         return None
     return energy_floor(flops, env, compute_precision(cell.variant.lineage))
+
+
+def creation_fields(reference: list[Cost], own: list[Cost], is_reference: bool) -> dict:
+    """What creating a cell's variant cost (models/creation.py): its own work beyond its parent (the
+    reference's own: its training) and the whole lineage from the reference's training on, with
+    where each was measured and on which device; every cost listed in `creation`."""
+    mine = reference + own if is_reference else own
+    own_j, _, _ = creation.total(mine)
+    total_j, source, devices = creation.total(reference + own)
+    return {
+        "creation_energy_j": own_j,
+        "creation_energy_total_j": total_j,
+        "creation_energy_source": source,
+        "creation_device": devices,
+        "creation": {
+            "own": [dataclasses.asdict(c) for c in mine],
+            "reference": [] if is_reference else [dataclasses.asdict(c) for c in reference],
+        },
+    }

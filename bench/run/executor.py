@@ -17,12 +17,14 @@ from typing import Protocol
 import torch
 
 from bench.measure import environment
+from bench.measure.creation import creation_windows
 from bench.measure.meters import choose_meter
 from bench.measure.nvml import visible_gpu_index
 from bench.measure.protocol import ShardContext, measure_shard
 from bench.plan import RunPlan, Shard
 from bench.records import Record
 from bench.run.estimate import estimate_shard_seconds
+from models import creation
 from models.checkpoint import train_or_load
 from models.grid.cache import load_grid
 from models.registry import get_twin
@@ -65,7 +67,9 @@ def measure_shard_job(
     env = environment.capture(plan.device, plan.threads, choice.why)
     cls = get_twin(shard.twin)
     twin = cls(load_grid(shard.grid), cls.config_for(plan.model_size))
-    model, _, _ = train_or_load(twin, log=log, device=plan.device)
+    windows = creation_windows(plan.device, choice.meter)  # training and building metered as cells are
+    with creation.metered_by(windows), creation.ledger() as reference_costs:
+        model, _, _ = train_or_load(twin, log=log, device=plan.device)
     ctx = ShardContext(
         plan=plan,
         run_id=job.run_id,
@@ -74,11 +78,13 @@ def measure_shard_job(
         env=env,
         host=socket.gethostname(),
         device_index=visible_gpu_index() if cuda else None,
+        reference_costs=tuple(reference_costs),
         on_cell=on_cell,
         log=log,
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    return ShardResult(shard, measure_shard(twin, model, shard, ctx), env)
+    with creation.metered_by(windows):
+        return ShardResult(shard, measure_shard(twin, model, shard, ctx), env)
 
 
 class Executor(Protocol):

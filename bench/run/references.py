@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.measure.creation import creation_windows
+from models import creation
 from models.checkpoint import train_or_load
 from models.export import torch_predict_fn
 from models.grid.cache import load_grid
@@ -43,7 +45,8 @@ class BaselineRow:
 def reference(twin_cls, grid: str, size: str, log: Callable[[str], None], retrain: bool = False, device: str = "cpu"):
     """(twin, trained model, checkpoint meta, trained now) for a grid from the data cache."""
     twin = twin_cls(load_grid(grid), twin_cls.config_for(size))
-    model, meta, trained = train_or_load(twin, log=log, retrain=retrain, device=device)
+    with creation.metered_by(creation_windows(device)):  # the meter `run` would choose here
+        model, meta, trained = train_or_load(twin, log=log, retrain=retrain, device=device)
     return twin, model, meta, trained
 
 
@@ -56,6 +59,7 @@ def train_references(req: TrainRequest, log: Callable[[str], None]) -> list[Base
             evaluation = twin.evaluate(torch_predict_fn(model), req.split)
             summary = meta["summary"]
             how = f"{summary['train_seconds']:.0f} s, {summary['epochs']} epochs" if "epochs" in summary else ""
+            how += _energy_text(meta.get("creation"))
             how = (how or summary.get("source", "")) + ("" if trained else " (cached)")
             for name, scores in evaluation.baselines.items():
                 rows.append(
@@ -72,3 +76,11 @@ def train_references(req: TrainRequest, log: Callable[[str], None]) -> list[Base
                     )
                 )
     return rows
+
+
+def _energy_text(stored) -> str:
+    """What the training cost, as its checkpoint kept it: `, 4.1 kJ (estimate)`."""
+    cost = creation.Cost.from_dict(stored)
+    if cost is None or cost.energy_j is None:
+        return f", energy {cost.source if cost else 'not recorded'}"
+    return f", {cost.energy_j / 1000:.3g} kJ ({cost.source}{', on ' + cost.device if cost.device else ''})"

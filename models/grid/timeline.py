@@ -135,10 +135,13 @@ def treat(stamps, columns: dict[str, np.ndarray], policy: ProfilePolicy, what: s
         stamps, columns, inserted = insert_missing_rows(stamps, columns, policy.fill_steps)
         treatment["filled"] = fill_gaps(columns, policy.fill_steps) | {"rows_inserted": inserted}
         filled = treatment["filled"]
-        log(
-            f"{what}: filled {filled['values']} value(s) in {filled['gaps']} gap(s) (longest "
-            f"{filled['longest_gap_minutes']} min, {inserted} missing row(s) inserted) by interpolation in time"
-        )
+        if filled["values"]:
+            log(
+                f"{what}: filled {filled['values']} value(s) in {filled['gaps']} gap(s) (longest "
+                f"{filled['longest_gap_minutes']} min, {inserted} missing row(s) inserted) by interpolation in time"
+            )
+        else:
+            log(f"{what}: no gap of at most {policy.fill_gaps_minutes} min to fill")
     return stamps, columns, treatment
 
 

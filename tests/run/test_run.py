@@ -152,6 +152,19 @@ def test_smoke_matrix_records_every_pass(matrix_run):
             assert r.output_checksum_match and r.quality_loss_pct is not None and r.energy_source == "estimate"
     chains = {len(r.lineage) for r in records if r.status == "ok"}
     assert 2 in chains  # chained variants (prune-structured -> int8, distill -> int8 / bf16) were measured
+    for r in (r for r in records if r.status == "ok"):  # issue 25: what each variant cost to create
+        own, reference = r.creation["own"], r.creation["reference"]
+        assert any(c["what"] == "training" for c in (reference if r.lineage else own))
+        if r.lineage:
+            assert any(c["what"] == "build" for c in own) and r.creation_device
+        if r.creation_energy_total_j is not None:  # known when every cost was recorded (fresh caches)
+            counted = [c["energy_j"] for c in own + reference if "below_resolution" not in c["flags"]]
+            assert r.creation_energy_total_j == pytest.approx(sum(counted))
+            assert r.creation_energy_source == "estimate" and r.creation_energy_j <= r.creation_energy_total_j
+        else:  # a checkpoint from before costs were kept: not measured, never 0
+            assert any("cost_not_recorded" in c["flags"] for c in own + reference)
+    trained = [r for r in records if r.status == "ok" and any(s["pass"] == "distill" for s in r.lineage)]
+    assert trained and all(any(c["what"] == "distill" for c in r.creation["own"]) for r in trained)
 
 
 def test_summary_marks_each_twins_frontier(matrix_run):

@@ -1,0 +1,73 @@
+"""Issue 25 item 3: a variant's break-even against its reference (same runtime, device, batch):
+its extra creation energy over the energy it saves per inference; shown by select, summary, report."""
+
+import dataclasses
+
+import pytest
+
+from bench.decide import report, summary
+from bench.decide.annual import Schedule
+from bench.decide.payback import duration_text, payback
+from bench.decide.select import Constraints, render, select
+from tests.decide.test_decide import rec
+
+STEP = ({"parent": "reference", "pass": "distill", "params": {}},)
+
+
+def _made(r, total_j, source="estimate", lineage=STEP):
+    return dataclasses.replace(
+        r,
+        lineage=lineage,
+        throughput_per_s=1000.0,
+        energy_dynamic_j_per_inference=r.energy_j_per_inference,
+        creation_energy_j=total_j,
+        creation_energy_total_j=total_j,
+        creation_energy_source=source,
+        creation_device="CPU A",
+    )
+
+
+REFERENCE = _made(rec("reference", energy=1.0), 10_000.0, lineage=())
+STUDENT = _made(rec("student", energy=0.6, loss=0.5), 14_000.0)  # 4 kJ more, 0.4 J saved per inference
+WORSE = _made(rec("worse", energy=1.2, loss=0.2), 10_500.0)
+SHIPPED = dataclasses.replace(_made(rec("shipped", energy=0.5, loss=0.4), None, "unknown"))
+
+
+def test_break_even_is_the_extra_creation_over_the_saving_per_inference():
+    back = payback(STUDENT, [REFERENCE, STUDENT])
+    assert back.extra_creation_j == 4000.0 and back.saved_j_per_inference == pytest.approx(0.4)
+    assert back.inferences == pytest.approx(10_000) and back.seconds is None
+    timed = payback(STUDENT, [REFERENCE, STUDENT], inferences_per_s=10 / 60)  # 10/min over the fleet
+    assert (
+        timed.seconds == pytest.approx(60_000)
+        and timed.verdict == "pays back after 1e+04 inferences (16.7 h at the schedule's rate)"
+    )
+
+
+def test_a_variant_that_saves_nothing_never_pays_back_and_unknown_costs_say_so():
+    assert payback(WORSE, [REFERENCE, WORSE]).verdict == "never pays back: it saves no energy per inference"
+    assert payback(WORSE, [REFERENCE, WORSE]).inferences is None
+    assert payback(SHIPPED, [REFERENCE, SHIPPED]).verdict == "unknown: creation energy unknown"
+    assert payback(REFERENCE, [REFERENCE, STUDENT]) is None  # a reference has nothing to pay back
+    other_runtime = dataclasses.replace(STUDENT, runtime="onnxruntime")
+    assert payback(other_runtime, [REFERENCE, other_runtime]) is None  # no reference on its runtime
+
+
+def test_duration_text():
+    assert [duration_text(s) for s in (40, 600, 7200, 86_400 * 3, 86_400 * 800)] == [
+        "40 s", "10 min", "2 h", "3 days", "2.19 years",
+    ]  # fmt: skip
+
+
+def test_select_summary_and_report_show_creation_and_payback():
+    records = [REFERENCE, STUDENT, WORSE]
+    text = render(select(records, "grid-gnn", Constraints(max_quality_loss_pct=1.0), Schedule(rate_per_s=1 / 60)))
+    assert (
+        "creation: 14 kJ (estimate) on CPU A; pays back after 1e+04 inferences (6.94 days at the schedule's rate) "
+        "against the fp32 reference on torch-eager"
+    ) in text
+    md = summary.render(records)
+    assert "| creation | payback |" in md and "| 14 kJ (estimate) | 1e+04 inferences |" in md
+    assert "| 10.5 kJ (estimate) | never pays back |" in md
+    page = report.render(records, {}, "t")
+    assert "creation kJ" in page and "payback (inferences)" in page and "never pays back: it saves no energy" in page
