@@ -71,3 +71,60 @@ def test_select_summary_and_report_show_creation_and_payback():
     assert "| 10.5 kJ (estimate) | never pays back |" in md
     page = report.render(records, {}, "t")
     assert "creation kJ" in page and "payback (inferences)" in page and "never pays back: it saves no energy" in page
+
+
+# --- item 4: retraining and fleets in the yearly view ---------------------------------------------
+
+
+def test_annual_kwh_with_retraining_every_30_days():
+    """14 kJ per making of the student, 365/30 times a year, on top of its inferences."""
+    from bench.decide.annual import SECONDS_PER_YEAR, parse_duration, project
+
+    every = parse_duration("30 days")
+    assert every == 30 * 86_400
+    plain = project(STUDENT, Schedule(rate_per_s=1 / 900, instances=1000))
+    retrained = project(STUDENT, Schedule(rate_per_s=1 / 900, instances=1000, retrain_every_s=every))
+    inferences = SECONDS_PER_YEAR / 900 * 1000  # 1 per 15 min per feeder, 1,000 feeders
+    assert plain.kwh_per_year == pytest.approx(0.6 * inferences / 3.6e6)
+    assert retrained.retrain_kwh_per_year == pytest.approx(14_000 * 365 / 30 / 3.6e6)
+    assert retrained.kwh_per_year == pytest.approx(plain.kwh_per_year + 14_000 * 365 / 30 / 3.6e6)
+    assert "+ retraining: 14 kJ (estimate) x 12.17/yr x 1 twin shared by all instances" in retrained.basis
+
+
+def test_personalised_twins_multiply_creation_by_the_fleet():
+    from bench.decide.annual import project
+
+    shared = Schedule(rate_per_s=1 / 900, instances=1000, retrain_every_s=30 * 86_400)
+    personal = dataclasses.replace(shared, personalized=True)
+    a, b = project(STUDENT, shared), project(STUDENT, personal)
+    assert b.retrain_kwh_per_year == pytest.approx(1000 * a.retrain_kwh_per_year)
+    assert b.kwh_per_year - a.kwh_per_year == pytest.approx(999 * 14_000 * 365 / 30 / 3.6e6)
+    page = report.render([REFERENCE, STUDENT], {}, "t", shared)
+    assert "student (shared)" in page and "student (personalised)" in page  # side by side
+
+
+def test_retraining_needs_a_known_creation_cost():
+    from bench.decide.annual import NotProjectable, project
+
+    with pytest.raises(NotProjectable, match="its creation energy is not known \\(unknown\\)"):
+        project(SHIPPED, Schedule(rate_per_s=1 / 900, retrain_every_s=86_400))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--rate", "1/min", "--retrain-every", "0 days"], "--retrain-every must be more than 0"),
+        (["--rate", "1/min", "--retrain-every", "nan days"], "--retrain-every 'nan days' is not a duration"),
+        (["--rate", "1/min", "--retrain-every", "30 parsecs"], "--retrain-every '30 parsecs' is not a duration"),
+        (["--rate", "1/min", "--personalized"], "--personalized makes one twin per instance: say how many"),
+        (["--retrain-every", "30 days"], "--retrain-every needs --rate"),
+    ],
+)
+def test_bad_lifecycle_options_exit_2(tmp_path, capsys, options, message):
+    from bench.cli import main
+    from tests.decide.test_decide import _write_run
+
+    run = _write_run(tmp_path, "run", [REFERENCE, STUDENT])
+    assert main(["select", "--run", str(run), "--twin", "grid-gnn", "--max-quality-loss-pct", "1", *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
