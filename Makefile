@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# Any torch spec but an exact local version pulls a multi-GB CUDA build onto a CPU machine.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray,lca]'
 	@touch $(STAMP)
 
 # The report test opens report.html in a real headless browser: Debian's chromium package.
