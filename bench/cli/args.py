@@ -182,23 +182,66 @@ def schedule_options(parser: argparse.ArgumentParser) -> None:
         help="dedicated: the device's measured idle power is paid all year; shared (default): "
         "only the dynamic energy of the inferences",
     )
-    parser.add_argument("--carbon-intensity", type=number(low=0, high=1e5), metavar="G", help="g CO2e per kWh")
+    parser.add_argument(
+        "--carbon-intensity", type=number(low=0, high=1e5), metavar="G", help="g CO2e per kWh (overrides --region)"
+    )
+    parser.add_argument(
+        "--region",
+        metavar="ISO3",
+        help="the country whose grid powers the twin (DEU, FRA, USA): its carbon intensity from CodeCarbon's "
+        "offline data, the data's year printed",
+    )
+    parser.add_argument(
+        "--pue",
+        type=number(low=1, high=10),
+        metavar="X",
+        help="the facility's power usage effectiveness, 1 to 10 (default 1.0: the devices' own energy, stated)",
+    )
+    parser.add_argument(
+        "--wue", type=number(low=0, high=100), metavar="L", help="water per kWh, L/kWh (no default: none is invented)"
+    )
     parser.add_argument("--price", type=number(low=0, high=1e6), metavar="P", help="price per kWh")
+    parser.add_argument(
+        "--retrain-every",
+        metavar="DURATION",
+        help="the twin is made again this often, e.g. '30 days': adds its whole creation energy per retrain",
+    )
+    parser.add_argument(
+        "--personalized",
+        action="store_true",
+        help="each of --instances is its own twin (created and retrained once per instance); default: one "
+        "shared twin serves them all",
+    )
 
 
 def schedule(args: argparse.Namespace):
     """The deployment schedule of `select --rate ...`, or None without --rate."""
-    from bench.decide.annual import Schedule, parse_rate
+    from bench.decide.annual import Schedule, parse_duration, parse_rate
 
+    options = ("instances", "device_use", "carbon_intensity", "price", "retrain_every", "region", "pue", "wue")
     if args.rate is None:
-        given = [f for f in ("instances", "device_use", "carbon_intensity", "price") if getattr(args, f) is not None]
+        given = [f for f in options if getattr(args, f, None) is not None] + (["personalized"] * args.personalized)
         if given or getattr(args, "objective", None) == "annual":
             raise ConfigError(f"--{(given or ['objective annual'])[0].replace('_', '-')} needs --rate (e.g. 1/min)")
         return None
+    if args.personalized and args.instances is None:
+        raise ConfigError("--personalized makes one twin per instance: say how many with --instances N")
+    carbon = args.carbon_intensity
+    carbon_source = "given with --carbon-intensity" if carbon is not None else ""
+    if args.region is not None and carbon is None:
+        from bench.decide.carbon import region_intensity
+
+        region = region_intensity(args.region)
+        carbon, carbon_source = region.g_per_kwh, region.source
     return Schedule(
         rate_per_s=parse_rate(args.rate),
         instances=args.instances or 1,
         device_use=args.device_use or "shared",
-        carbon_g_per_kwh=args.carbon_intensity,
+        carbon_g_per_kwh=carbon,
+        carbon_source=carbon_source,
+        pue=1.0 if args.pue is None else args.pue,
+        wue_l_per_kwh=args.wue,
         price_per_kwh=args.price,
+        retrain_every_s=None if args.retrain_every is None else parse_duration(args.retrain_every),
+        personalized=args.personalized,
     )

@@ -12,8 +12,16 @@ A `Schedule` says how often each instance of the twin runs (`rate_per_s`, parsed
     dedicated        E = idle_power_w x 31 536 000 s x instances + dynamic J/inference x N
                                                                  (one device per instance, on all
                                                                   year for this twin alone)
-    kWh/year         = E [J] / 3.6e6
-    CO2e kg/year     = kWh/year x carbon_g_per_kwh / 1000
+    + retraining     E += creation_energy_total_j x (year / retrain_every) x twins
+                                                                 (the chosen chain made again each
+                                                                  time the twin is retrained, from
+                                                                  the reference's training on;
+                                                                  twins = instances when personalised,
+                                                                  one per instance, else 1 shared)
+    kWh/year         = E [J] / 3.6e6 x PUE                       (the facility's share: PUE 1.0 unless
+                                                                  given, and stated in every output)
+    water L/year     = E [J] / 3.6e6 x WUE                       (only where a WUE is given: none invented)
+    CO2e kg/year     = kWh/year x carbon_g_per_kwh / 1000        (given, or CodeCarbon's for --region)
     cost/year        = kWh/year x price_per_kwh                 (in the currency of the price)
 
 The 95 % CI is carried from the record's energy CI, which is a CI of the *total* J/inference: the
@@ -51,6 +59,7 @@ if TYPE_CHECKING:
 SECONDS_PER_YEAR = 365 * 86400  # a 365-day year, here and in parse_rate's "year"
 J_PER_KWH = 3.6e6
 DEVICE_USES = ("dedicated", "shared")
+MAX_PUE = 10.0  # the worst facilities report ~3; beyond 10 is a typo
 
 
 class NotProjectable(ConfigError):
@@ -107,6 +116,27 @@ def parse_rate(text: str) -> float:
     return per_s
 
 
+_DURATION = re.compile(rf"\s*{_NUMBER}\s*([A-Za-z]+)\s*")
+MAX_RETRAIN_S = 100 * SECONDS_PER_YEAR
+
+
+def parse_duration(text: str, name: str = "retrain_every") -> float:
+    """Seconds from "N unit" text ("30 days", "1 week", "720 h", "0.5 year"): a unit is one of pint's
+    names of a time. Anything else, or a duration that is not > 0 and at most 100 years, is a
+    ConfigError naming `name`."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) and len(text) <= MAX_RATE_TEXT else None
+    if match is None:
+        raise ConfigError(f"`{name}` {str(text)[:MAX_RATE_TEXT]!r} is not a duration; write e.g. '30 days', '1 week'")
+    count, exponent, unit = match.groups()
+    try:
+        seconds = float(f"{count}e{exponent or 0}") * float(_units().Quantity(1, unit).to("s").magnitude)
+    except Exception as e:  # pint: an undefined unit, or one that is not a time
+        raise ConfigError(f"`{name}` {text!r} is not a duration ({type(e).__name__}: {e})") from e
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_RETRAIN_S:
+        raise ConfigError(f"`{name}` must be more than 0 and at most 100 years, got {text!r}")
+    return seconds
+
+
 def _check_number(name: str, value, *, positive: bool) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (value <= 0 if positive else value < 0):
@@ -123,8 +153,20 @@ class Schedule:
     device_use: str = "shared"
     carbon_g_per_kwh: float | None = None
     price_per_kwh: float | None = None  # any currency; cost comes out in the same one
+    retrain_every_s: float | None = None  # the twin is made again this often (None: never)
+    personalized: bool = False  # each instance its own twin (made and retrained once per instance)
+    pue: float = 1.0  # facility energy per IT energy (The Green Grid); 1.0: the devices' own energy
+    wue_l_per_kwh: float | None = None  # site water per IT kWh; None: not given, never guessed
+    carbon_source: str = ""  # where carbon_g_per_kwh came from
 
     def __post_init__(self) -> None:
+        _check_number("pue", self.pue, positive=True)
+        if not 1.0 <= self.pue <= MAX_PUE:
+            raise ConfigError(f"pue must be between 1.0 (no overhead) and {MAX_PUE:g}, got {self.pue!r}")
+        if self.wue_l_per_kwh is not None:
+            _check_number("wue_l_per_kwh", self.wue_l_per_kwh, positive=False)
+        if self.retrain_every_s is not None:
+            _check_number("retrain_every_s", self.retrain_every_s, positive=True)
         _check_number("rate_per_s", self.rate_per_s, positive=True)
         if not isinstance(self.instances, int) or isinstance(self.instances, bool) or self.instances < 1:
             raise ConfigError(f"instances must be an integer >= 1, got {self.instances!r}")
@@ -138,6 +180,31 @@ class Schedule:
     @property
     def inferences_per_year(self) -> float:
         return self.rate_per_s * SECONDS_PER_YEAR * self.instances
+
+    def describe(self) -> str:
+        """The schedule in one line, every assumption in it."""
+        extra = "".join(
+            [
+                f", {self.carbon_g_per_kwh:g} g CO2e/kWh" if self.carbon_g_per_kwh is not None else "",
+                f" ({self.carbon_source})" if self.carbon_g_per_kwh is not None and self.carbon_source else "",
+                f", PUE {self.pue:g}"
+                + (" (default: the devices' own energy, no facility overhead)" if self.pue == 1 else ""),
+                f", WUE {self.wue_l_per_kwh:g} L/kWh" if self.wue_l_per_kwh is not None else "",
+                f", price {self.price_per_kwh:g}/kWh" if self.price_per_kwh is not None else "",
+                f", retrained every {self.retrain_every_s / 86400:.4g} days" if self.retrain_every_s else "",
+                f" ({'one personalised twin per instance' if self.personalized else 'one shared twin'})"
+                if self.retrain_every_s
+                else "",
+            ]
+        )
+        return (
+            f"{self.rate_per_s * 60:.4g} inferences/min x {self.instances} instance(s), {self.device_use} device{extra}"
+        )
+
+    @property
+    def twins(self) -> int:
+        """How many twins are made (and retrained): one per instance when personalised, else one."""
+        return self.instances if self.personalized else 1
 
 
 @dataclass(frozen=True)
@@ -159,6 +226,8 @@ class Projection:
     cost_ci95_low: float | None = None
     cost_ci95_high: float | None = None
     flags: tuple = ()  # the record's validity flags (high_cv, throttled, ...), carried as they are
+    retrain_kwh_per_year: float = 0.0  # making the twin(s) again at the schedule's retraining (included above)
+    water_l_per_year: float | None = None  # at the schedule's WUE; None where none was given
 
 
 def _dynamic_j(record: Record) -> float:
@@ -208,12 +277,13 @@ def project(record: Record, schedule: Schedule) -> Projection:
     n = schedule.inferences_per_year
     energy, low, high = record.energy_j_per_inference, record.energy_ci95_low, record.energy_ci95_high
     has_ci = low is not None and high is not None
-    base_j = 0.0
+    retrain_j = _retrain_j(record, schedule)
+    base_j = retrain_j
     if schedule.device_use == "dedicated":
-        base_j = record.idle_power_w * SECONDS_PER_YEAR * schedule.instances
+        base_j += record.idle_power_w * SECONDS_PER_YEAR * schedule.instances
 
-    def kwh(j_per_inference: float) -> float:
-        return (base_j + max(j_per_inference, 0.0) * n) / J_PER_KWH
+    def kwh(j_per_inference: float) -> float:  # the facility's: the devices' energy x PUE
+        return (base_j + max(j_per_inference, 0.0) * n) / J_PER_KWH * schedule.pue
 
     kwh_mid = kwh(dynamic)
     kwh_low = kwh(dynamic - (energy - low)) if has_ci else None
@@ -241,7 +311,21 @@ def project(record: Record, schedule: Schedule) -> Projection:
         cost_ci95_low=cost[1],
         cost_ci95_high=cost[2],
         flags=tuple(record.flags),
+        retrain_kwh_per_year=retrain_j / J_PER_KWH * schedule.pue,
+        water_l_per_year=None if schedule.wue_l_per_kwh is None else kwh_mid / schedule.pue * schedule.wue_l_per_kwh,
     )
+
+
+def _retrain_j(record: Record, schedule: Schedule) -> float:
+    """Joules a year of making the twin(s) again: the chain's whole creation energy, per retrain."""
+    if schedule.retrain_every_s is None:
+        return 0.0
+    if record.creation_energy_total_j is None:
+        raise NotProjectable(
+            f"{record.cell_key}: retraining needs what making this variant costs, and its creation energy is "
+            f"not known ({record.creation_energy_source}); drop `retrain_every` to project the inferences alone"
+        )
+    return record.creation_energy_total_j * SECONDS_PER_YEAR / schedule.retrain_every_s * schedule.twins
 
 
 def _basis(record: Record, schedule: Schedule, dynamic: float) -> str:
@@ -260,7 +344,15 @@ def _basis(record: Record, schedule: Schedule, dynamic: float) -> str:
         source = f"{record.energy_source} measurement"
     fill_s = record.batch_size / schedule.rate_per_s
     fill = f" (a batch fills every {fill_s:,.0f} s at this rate)" if record.batch_size > 1 else ""
-    return f"{schedule.device_use}: {what}; {source}; measured at batch size {record.batch_size}{fill}"
+    basis = f"{schedule.device_use}: {what}; {source}; measured at batch size {record.batch_size}{fill}"
+    basis += f"; x PUE {schedule.pue:g}" + (" (default)" if schedule.pue == 1 else "")
+    if schedule.retrain_every_s is not None:
+        twins = f"{schedule.twins} personalised twins" if schedule.personalized else "1 twin shared by all instances"
+        basis += (
+            f"; + retraining: {record.creation_energy_total_j / 1000:.4g} kJ ({record.creation_energy_source}) x "
+            f"{SECONDS_PER_YEAR / schedule.retrain_every_s:.4g}/yr x {twins}"
+        )
+    return basis
 
 
 def _fmt(x: float | None) -> str:
@@ -277,7 +369,7 @@ def _with_ci(mid: float | None, low: float | None, high: float | None) -> str:
 
 def render_table(rows: list[tuple[str, Projection]]) -> str:
     """A markdown table, one row per (label, projection): kWh, CO2e and cost per year with 95 % CIs."""
-    header = ("cell", "use", "kWh/yr [95% CI]", "CO2e kg/yr [95% CI]", "cost/yr [95% CI]", "source")
+    header = ("cell", "use", "kWh/yr [95% CI]", "CO2e kg/yr [95% CI]", "cost/yr [95% CI]", "water L/yr", "source")
     body = [
         (
             label,
@@ -285,6 +377,7 @@ def render_table(rows: list[tuple[str, Projection]]) -> str:
             _with_ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
             _with_ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
             _with_ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
+            _fmt(p.water_l_per_year),
             "estimate (not measured)" if p.energy_source == "estimate" else p.energy_source,
         )
         for label, p in rows

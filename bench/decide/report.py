@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,7 +75,7 @@ relative to the fp32 torch-eager reference of this run (positive = worse). Fille
 {% if schedule %}<h2>Per year at {{ schedule }}</h2><p class="note">Each twin's energy frontier projected to a year of \
 deployment (see README, "Results that decide"); an estimate source stays an estimate.</p>
 {% for heading, rows in annual %}<h3>{{ heading }}</h3><table><tr><th>variant</th><th>runtime</th><th>kWh/yr [95% CI]</th>\
-<th>CO2e kg/yr [95% CI]</th><th>cost/yr [95% CI]</th><th>source</th></tr>
+<th>CO2e kg/yr [95% CI]</th><th>cost/yr [95% CI]</th><th>water L/yr</th><th>source</th></tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}{% endif %}
 <h2>Validity flags</h2><ul>{% for flag, n in flags %}<li>{{ flag }}: {{ n }} cells</li>{% endfor %}</ul>
 <h2>Not measured</h2><ul>{% for r, reason in not_measured %}
@@ -162,16 +163,6 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]], back: Paybac
     ]
 
 
-def _schedule_text(s: Schedule) -> str:
-    extra = "".join(
-        [
-            f", {s.carbon_g_per_kwh:g} g CO2e/kWh" if s.carbon_g_per_kwh is not None else "",
-            f", price {s.price_per_kwh:g}/kWh" if s.price_per_kwh is not None else "",
-        ]
-    )
-    return f"{s.rate_per_s * 60:.4g} inferences/min x {s.instances} instance(s), {s.device_use} device{extra}"
-
-
 def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[list[str]]]]:
     """Per twin, grid and batch size: the energy frontier's cells with their yearly projection (or
     why they have none)."""
@@ -181,22 +172,28 @@ def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[l
             return "-"
         return format(value, fmt) + (f" [{format(low, fmt)}, {format(high, fmt)}]" if low is not None else "")
 
+    # With retraining and several instances, both ways of deploying side by side: one shared twin,
+    # or one personalised twin per instance (each made and retrained): the cost of personalisation.
+    both = schedule.retrain_every_s is not None and schedule.instances > 1
+    ways = [replace(schedule, personalized=False), replace(schedule, personalized=True)] if both else [schedule]
     out = []
     for (grid, twin, _, batch, source), members in sorted(groups(records, "energy").items()):
         rows = []
-        for r in pareto(members, "energy"):
+        for r, way in ((r, way) for r in pareto(members, "energy") for way in ways):
+            name = r.variant_name + ((" (personalised)" if way.personalized else " (shared)") if both else "")
             try:
-                p = project(r, schedule)
+                p = project(r, way)
             except NotProjectable as e:
-                rows.append([r.variant_name, r.runtime, f"not projected: {e}", "-", "-", source])
+                rows.append([name, r.runtime, f"not projected: {e}", "-", "-", "-", source])
                 continue
             rows.append(
                 [
-                    r.variant_name,
+                    name,
                     r.runtime,
                     ci(p.kwh_per_year, p.kwh_ci95_low, p.kwh_ci95_high),
                     ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
                     ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
+                    ci(p.water_l_per_year, None, None),
                     p.energy_source,
                 ]
             )
@@ -250,7 +247,7 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
             for r in sorted(records, key=lambda r: (r.twin, r.batch_size, r.variant_name, r.runtime))
         ],
         tie_rule=TIE_RULE if ties else "",
-        schedule=schedule and _schedule_text(schedule),
+        schedule=schedule and schedule.describe(),
         annual=_annual(records, schedule) if schedule else [],
         flags=sorted(flags.items()),
         not_measured=[(r, _first_line(r.status_reason)) for r in not_ok],

@@ -218,4 +218,4 @@ def test_render_table():
     assert "kWh/yr [95% CI]" in lines[0]
     assert "0.05840 [0.04380, 0.07300]" in lines[2] and "0.02336" in lines[2]  # CO2e 0.0584 x 0.4
     assert "876.1 [876.0, 876.1]" in lines[3] and "262.8" in lines[3]
-    assert lines[3].count(" - ") == 1  # no carbon intensity given: no CO2e figure, not 0
+    assert lines[3].count(" - ") == 2  # no carbon intensity nor WUE given: no CO2e or water figure, not 0

@@ -238,7 +238,12 @@ def test_select_cli_prints_the_annual_table_and_refuses_what_it_cannot_know(tmp_
             "--device-use", "shared", "--carbon-intensity", "350", "--where", "vm_violation_recall>=0.9"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "per year at 1/min x 1 instance(s), shared device" in out and "CO2e kg/yr" in out and "chosen: A" in out
+    assert (
+        "per year at 1 inferences/min x 1 instance(s), shared device, 350 g CO2e/kWh (given with --carbon-intensity), PUE 1 (default"
+        in out
+        and "CO2e kg/yr" in out
+        and "chosen: A" in out
+    )
     estimate = _write_run(tmp_path, "estimate", [replace(_measured("A", 0.5, None), energy_source="estimate",
                                                          idle_power_w=None)])  # fmt: skip
     dedicated = ["select", "--run", str(estimate), *argv[3:7], "--rate", "1/min", "--device-use", "dedicated"]

@@ -128,3 +128,61 @@ def test_bad_lifecycle_options_exit_2(tmp_path, capsys, options, message):
     assert main(["select", "--run", str(run), "--twin", "grid-gnn", "--max-quality-loss-pct", "1", *options]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# --- item 5: carbon where the user is, the facility's share -----------------------------------------
+
+
+def test_region_takes_codecarbons_figure_and_says_where_it_came_from(tmp_path, capsys):
+    import json
+    from importlib import metadata, util
+    from pathlib import Path
+
+    from bench.cli import main
+    from tests.decide.test_decide import _write_run
+
+    spec = util.find_spec("codecarbon")
+    table = Path(next(iter(spec.submodule_search_locations))) / "data" / "private_infra" / "global_energy_mix.json"
+    germany = json.loads(table.read_text())["DEU"]
+    run = _write_run(tmp_path, "run", [REFERENCE, STUDENT])
+    argv = ["select", "--run", str(run), "--twin", "grid-gnn", "--max-quality-loss-pct", "1", "--rate", "1/min"]
+    assert main([*argv, "--region", "DEU"]) == 0
+    out = capsys.readouterr().out
+    source = f"CodeCarbon {metadata.version('codecarbon')} (data/private_infra/global_energy_mix.json): Germany {germany['year']}"
+    assert f"{germany['carbon_intensity']:g} g CO2e/kWh ({source})" in out
+    assert main([*argv, "--region", "DEU", "--carbon-intensity", "100"]) == 0  # the given figure overrides
+    assert "100 g CO2e/kWh (given with --carbon-intensity)" in capsys.readouterr().out
+
+
+def test_pue_scales_the_facility_and_wue_gives_water():
+    from bench.decide.annual import project
+
+    plain = project(STUDENT, Schedule(rate_per_s=1 / 900, instances=1000, carbon_g_per_kwh=400))
+    facility = project(
+        STUDENT, Schedule(rate_per_s=1 / 900, instances=1000, carbon_g_per_kwh=400, pue=1.5, wue_l_per_kwh=1.8)
+    )
+    assert facility.kwh_per_year == pytest.approx(1.5 * plain.kwh_per_year)
+    assert facility.co2e_kg_per_year == pytest.approx(1.5 * plain.co2e_kg_per_year)
+    assert facility.water_l_per_year == pytest.approx(1.8 * plain.kwh_per_year) and plain.water_l_per_year is None
+    assert "x PUE 1 (default)" in plain.basis and "x PUE 1.5" in facility.basis
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--region", "XYZ"], "unknown --region 'XYZ': an ISO 3166-1 alpha-3 country code"),
+        (["--region", "germany"], "did you mean DEU (Germany)?"),
+        (["--pue", "-1"], "argument --pue: must be between 1 and 10"),
+        (["--pue", "nan"], "argument --pue: 'nan' is not a finite number"),
+        (["--wue", "-0.5"], "argument --wue: must be between 0 and 100"),
+    ],
+)
+def test_bad_carbon_options_exit_2(tmp_path, capsys, options, message):
+    from bench.cli import main
+    from tests.decide.test_decide import _write_run
+
+    run = _write_run(tmp_path, "run", [REFERENCE, STUDENT])
+    argv = ["select", "--run", str(run), "--twin", "grid-gnn", "--max-quality-loss-pct", "1", "--rate", "1/min"]
+    assert main([*argv, *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
