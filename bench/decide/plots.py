@@ -163,3 +163,35 @@ def steps_curve(twin: str, records: list[Record]):
         margin={"t": 60, "l": 70, "r": 20, "b": 60},
     )
     return fig
+
+
+LIFE_COLOURS = {"create": "#9467bd", "retrain": "#c5b0d5", "operate": "#1f77b4", "embodied": "#8c564b"}
+
+
+def lifecycle_bars(twin: str, rows: list[tuple[str, dict[str, float | None]]], schedule_text: str):
+    """kg CO2e in a twin's first year per frontier variant, stacked: create, retrain, operate,
+    embodied (bench/decide/lifecycle.py). A part that is not known is left out of its bar and named
+    in the hover, never drawn as 0."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    labels = [_text(label) for label, _ in rows]
+    for part, colour in LIFE_COLOURS.items():
+        values = [parts[part] for _, parts in rows]
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=values,  # None: a gap, not a bar of 0
+                name=part,
+                marker={"color": colour},
+                text=["unknown" if v is None else f"{v:.3g} kg" for v in values],
+                hoverinfo="text+name",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        title=f"{_text(twin)}: kg CO2e in the first year at {_text(schedule_text)}",
+        yaxis={"title": "kg CO2e"},
+        margin={"t": 60, "l": 70, "r": 20, "b": 120},
+    )
+    return fig

@@ -21,10 +21,11 @@ from typing import NamedTuple
 from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
+from bench.decide import lifecycle
 from bench.decide.annual import NotProjectable, Schedule, project
 from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.decide.payback import Payback, creation_text, payback
-from bench.decide.plots import scatter, steps_curve
+from bench.decide.plots import lifecycle_bars, scatter, steps_curve
 from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped
 from bench.store import write_output
 
@@ -76,6 +77,12 @@ relative to the fp32 torch-eager reference of this run (positive = worse). Fille
 deployment (see README, "Results that decide"); an estimate source stays an estimate.</p>
 {% for heading, rows in annual %}<h3>{{ heading }}</h3><table><tr><th>variant</th><th>runtime</th><th>kWh/yr [95% CI]</th>\
 <th>CO2e kg/yr [95% CI]</th><th>cost/yr [95% CI]</th><th>water L/yr</th><th>source</th></tr>
+{% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}{% endif %}
+{% if life %}<h2>Life cycle: the first year in kg CO2e</h2><p class="note">Create (the first making of the \
+variant's whole lineage), retrain (the makings after it in the year), operate (its inferences) and embodied (its share \
+of the device's manufacture, BoaviztAPI) per energy-frontier variant, charted above; payback against the fp32 reference \
+on the same runtime.</p>
+{% for heading, rows in life %}<h3>{{ heading }}</h3><table><tr>{% for h in payback_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}{% endif %}
 <h2>Validity flags</h2><ul>{% for flag, n in flags %}<li>{{ flag }}: {{ n }} cells</li>{% endfor %}</ul>
 <h2>Not measured</h2><ul>{% for r, reason in not_measured %}
@@ -201,6 +208,44 @@ def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[l
     return out
 
 
+PAYBACK_HEAD = [
+    "variant",
+    "runtime",
+    "create",
+    "retrain",
+    "operate",
+    "embodied",
+    "extra creation kJ",
+    "saves J/inference",
+    "payback",
+    "not known",
+]
+
+
+def _life_cycle(records: list[Record], env: dict, schedule: Schedule) -> list[tuple]:
+    """Per comparison group: (stacked kg CO2e chart, heading, payback rows) of its energy frontier."""
+    out = []
+    for (grid, twin, device, batch, source), members in sorted(groups(records, "energy").items()):
+        device_carbon = lifecycle.hardware(env, device)
+        bars, rows = [], []
+        for r in pareto(members, "energy"):
+            try:
+                year = lifecycle.life_year(r, schedule, device_carbon)
+            except NotProjectable:
+                continue  # the annual table says why
+            bars.append((f"{r.variant_name[:40]} ({r.runtime})", year.parts))
+            back = payback(r, records, schedule.rate_per_s * schedule.instances)
+            kg = ["-" if v is None else f"{v:.3g}" for v in year.parts.values()]
+            extra = "-" if back is None or back.extra_creation_j is None else f"{back.extra_creation_j / 1000:.3g}"
+            saved = "-" if back is None or back.saved_j_per_inference is None else f"{back.saved_j_per_inference:.3g}"
+            rows.append([r.variant_name, r.runtime, *kg, extra, saved, back.verdict if back else "reference", year.why])
+        if bars:
+            note = device_carbon.describe() if not isinstance(device_carbon, str) else f"embodied: {device_carbon}"
+            heading = f"{twin} on {grid}, batch {batch} ({source}); {note}"
+            out.append((lifecycle_bars(twin, bars, schedule.describe()), heading, rows))
+    return out
+
+
 def _first_line(reason: str) -> str:
     return (reason.strip().splitlines() or [""])[0][:300]
 
@@ -220,6 +265,8 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
     for twin, members in sorted(by_twin.items()):
         if any(r.model_info.get("sampling_steps") for r in members if r.status == "ok"):
             charts.append(steps_curve(twin, members))
+    life = _life_cycle(records, env, schedule) if schedule and schedule.carbon_g_per_kwh is not None else []
+    charts += [chart for chart, _, _ in life]
     # Trusted as markup: plotly's output, whose JSON escapes < > / (no </script> breakout) and whose
     # record text plots._text() escaped before it entered the figure.
     parts = [
@@ -249,6 +296,8 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
         tie_rule=TIE_RULE if ties else "",
         schedule=schedule and schedule.describe(),
         annual=_annual(records, schedule) if schedule else [],
+        life=[(heading, rows) for _, heading, rows in life],
+        payback_head=PAYBACK_HEAD,
         flags=sorted(flags.items()),
         not_measured=[(r, _first_line(r.status_reason)) for r in not_ok],
         env=[(k, json.dumps(v) if isinstance(v, dict | list) else str(v)) for k, v in env.items()]

@@ -28,7 +28,7 @@ def _made(r, total_j, source="estimate", lineage=STEP):
 
 
 REFERENCE = _made(rec("reference", energy=1.0), 10_000.0, lineage=())
-STUDENT = _made(rec("student", energy=0.6, loss=0.5), 14_000.0)  # 4 kJ more, 0.4 J saved per inference
+STUDENT = _made(rec("student", energy=0.6, loss=0.5, p99=0.6), 14_000.0)  # 4 kJ more, 0.4 J saved per inference
 WORSE = _made(rec("worse", energy=1.2, loss=0.2), 10_500.0)
 SHIPPED = dataclasses.replace(_made(rec("shipped", energy=0.5, loss=0.4), None, "unknown"))
 
@@ -186,3 +186,42 @@ def test_bad_carbon_options_exit_2(tmp_path, capsys, options, message):
     assert main([*argv, *options]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# --- item 6: the first year, stacked ------------------------------------------------------------------
+
+
+def test_the_first_year_splits_into_create_retrain_operate_and_embodied():
+    from bench.decide.annual import project
+    from bench.decide.embodied import Embodied
+    from bench.decide.lifecycle import busy_hours, life_year
+
+    gpu = Embodied("GPU A", "GPU A", 600.0, 600.0, 600.0, 3.0, "by hand")
+    schedule = Schedule(rate_per_s=1 / 900, instances=1000, carbon_g_per_kwh=400, retrain_every_s=73 * 86_400)
+    year = life_year(STUDENT, schedule, gpu)
+    kg_per_j = 400 / 1000 / 3.6e6
+    assert year.create_kg == pytest.approx(14_000 * kg_per_j)  # one shared twin, made once
+    assert year.retrain_kg == pytest.approx(14_000 * kg_per_j * 4)  # 365 / 73 = 5 makings, 4 after the first
+    inference_kwh = project(STUDENT, schedule).kwh_per_year - project(STUDENT, schedule).retrain_kwh_per_year
+    assert year.operate_kg == pytest.approx(inference_kwh * 0.4)
+    hours = 365 * 86_400 / 900 * 1000 * 0.3e-3 / 3600  # shared: calls x p50 (0.3 ms) over the fleet
+    assert busy_hours(STUDENT, schedule) == pytest.approx(hours)
+    assert year.embodied_kg == pytest.approx(600 * hours / (3 * 8760)) and year.why == ""
+    no_retraining = dataclasses.replace(schedule, retrain_every_s=None)
+    unknown = life_year(SHIPPED, no_retraining, "embodied carbon of 'GPU Z' is unknown: not in Boavizta")
+    assert unknown.create_kg is None and unknown.embodied_kg is None
+    assert (
+        unknown.why
+        == "creation energy unknown; embodied carbon: embodied carbon of 'GPU Z' is unknown: not in Boavizta"
+    )
+
+
+def test_the_report_draws_the_life_cycle_with_the_hardware_it_ran_on():
+    pytest.importorskip("boaviztapi", reason="the lca extra: pip install -e '.[lca]'")
+    schedule = Schedule(rate_per_s=1 / 900, instances=1000, carbon_g_per_kwh=400, retrain_every_s=30 * 86_400)
+    page = report.render([REFERENCE, STUDENT], {"gpu_name": "NVIDIA H100 80GB HBM3"}, "t", schedule)
+    assert "Life cycle: the first year in kg CO2e" in page and "kg CO2e in the first year at" in page
+    assert "GPU component &#39;NVIDIA H100 SXM 80GB&#39;" in page and "3-year lifetime" in page
+    assert "pays back after 1e+04 inferences" in page
+    unknown = report.render([REFERENCE, STUDENT], {"gpu_name": "NVIDIA RTX 4090"}, "t", schedule)
+    assert "embodied: embodied carbon of &#39;NVIDIA RTX 4090&#39; is unknown" in unknown
