@@ -32,8 +32,9 @@ class CreationMeter(Protocol):
     def start(self) -> object:
         """Open a window; returns its token."""
 
-    def stop(self, token: object) -> tuple[float | None, str, tuple]:
-        """Close it: (joules or None, source, validity flags)."""
+    def stop(self, token: object) -> tuple[float | None, str, tuple, float | None]:
+        """Close it: (joules or None, source, validity flags, the device's idle power in W where it
+        was measured, else None)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Cost:
     device: str  # where it was made
     epochs: int | None = None
     flags: tuple = ()
+    idle_power_w: float | None = None  # the device's idle power, where the meter measured it (as `run` does)
+    dynamic_energy_j: float | None = None  # energy_j minus idle power x seconds: the work's own share
     cached: bool = False  # loaded with its artifact: measured when it was made, not now
     elsewhere: bool = False  # made on another device than the one loading it
 
@@ -69,9 +72,15 @@ class Cost:
                 device=str(data["device"]),
                 epochs=data.get("epochs") if isinstance(data.get("epochs"), int) else None,
                 flags=tuple(str(f) for f in data.get("flags", ())),
+                idle_power_w=_positive(data.get("idle_power_w")),
+                dynamic_energy_j=_positive(data.get("dynamic_energy_j")),
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def _positive(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
 _meter: ContextVar[CreationMeter | None] = ContextVar("creation_meter", default=None)
@@ -119,20 +128,31 @@ def window(what: str, own_only: bool = False, keep: bool = True) -> Iterator[Win
     it, once it knows more, with `record`)."""
     meter, result, inner = _meter.get(), Window(), []
     outer_inner = _inner.get()
-    token, started = _inner.set(inner), time.perf_counter()
-    handle = meter.start() if meter is not None else None
+    token = _inner.set(inner)
+    handle = meter.start() if meter is not None else None  # may first measure idle power: not this window's
+    started = time.perf_counter()
     try:
         yield result
     finally:
         _inner.reset(token)
-    joules, source, flags = meter.stop(handle) if meter is not None else (None, UNMEASURED, ())
+    joules, source, flags, idle_w = meter.stop(handle) if meter is not None else (None, UNMEASURED, (), None)
     seconds = time.perf_counter() - started
     if own_only and joules is not None:
         measured_inside = [c.energy_j for c in inner]
         joules = joules - sum(measured_inside) if all(j is not None for j in measured_inside) else None
         joules = joules if joules is not None and joules > 0 else None
         source = source if joules is not None else UNMEASURED
-    result.cost = Cost(what, joules, source, round(seconds, 3), current_device(), flags=tuple(flags))
+    dynamic = joules - idle_w * seconds if joules is not None and idle_w is not None else None
+    result.cost = Cost(
+        what,
+        joules,
+        source,
+        round(seconds, 3),
+        current_device(),
+        flags=tuple(flags),
+        idle_power_w=idle_w,
+        dynamic_energy_j=dynamic if dynamic is not None and dynamic > 0 else None,
+    )
     if outer_inner is not None:
         outer_inner.append(result.cost)
     if keep:

@@ -15,6 +15,9 @@ from models.creation import BELOW_RESOLUTION
 # A counter that did not move over a window this short read less than its resolution (NVML updates
 # its energy counter every ~100 ms): the work's energy is below what it can tell, not unknown.
 BELOW_RESOLUTION_S = 1.0
+COUNTERS = ("nvml", "rapl")  # meters that read a device's energy, idle included
+IDLE_S = 2.0  # the idle window before the first creation window (on a counter)
+IDLE_SETTLE_S = 0.25  # as bench/measure/protocol.py waits before its idle windows
 
 
 class CreationWindows:
@@ -24,8 +27,23 @@ class CreationWindows:
         self.meter, self.device = meter, device
         self._keys = itertools.count()
         self._started: dict[str, float] = {}
+        self.idle_power_w: float | None = None
+        self._idle_measured = meter.source not in COUNTERS  # an estimate has no idle: a sleeping process
+
+    def _measure_idle(self) -> None:
+        """The device's idle power, once, before the first window (as `run` measures it before its
+        cells): a creation's dynamic share is its energy minus idle power x its seconds."""
+        self._idle_measured = True
+        time.sleep(IDLE_SETTLE_S)
+        self.meter.begin("creation-idle")
+        time.sleep(IDLE_S)
+        reading = self.meter.end("creation-idle")
+        if reading.joules is not None and reading.seconds > 0:
+            self.idle_power_w = reading.joules / reading.seconds
 
     def start(self) -> str:
+        if not self._idle_measured:
+            self._measure_idle()
         key = f"creation-{next(self._keys)}"
         self._started[key] = time.perf_counter()
         self.meter.begin(key)
@@ -35,9 +53,9 @@ class CreationWindows:
         reading = self.meter.end(key)
         seconds = time.perf_counter() - self._started.pop(key)
         flags = ("throttled",) if reading.throttled else ()
-        if reading.joules is None and self.meter.source in ("nvml", "rapl") and seconds < BELOW_RESOLUTION_S:
+        if reading.joules is None and self.meter.source in COUNTERS and seconds < BELOW_RESOLUTION_S:
             flags += (BELOW_RESOLUTION,)
-        return reading.joules, reading.source, flags
+        return reading.joules, reading.source, flags, self.idle_power_w
 
 
 def device_name(device: str) -> str:

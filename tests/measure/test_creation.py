@@ -28,7 +28,7 @@ class FakeMeter:
         return self.opened
 
     def stop(self, token):
-        return self.joules.pop(0), self.source, ()
+        return self.joules.pop(0), self.source, (), None
 
 
 def test_a_window_keeps_its_cost_in_the_open_ledger():
@@ -131,7 +131,7 @@ class SilentCounter(Meter):
 def test_a_short_window_on_a_counter_is_below_its_resolution_not_unknown():
     windows = CreationWindows(SilentCounter(), "GPU A")
     token = windows.start()
-    assert windows.stop(token) == (None, "none", (creation.BELOW_RESOLUTION,))
+    assert windows.stop(token) == (None, "none", (creation.BELOW_RESOLUTION,), None)
 
 
 def test_record_fields_split_own_from_lineage():
@@ -144,3 +144,25 @@ def test_record_fields_split_own_from_lineage():
     assert [c["what"] for c in variant["creation"]["reference"]] == ["training"]
     reference = creation_fields([training], [], is_reference=True)
     assert reference["creation_energy_j"] == reference["creation_energy_total_j"] == 1000.0
+
+
+class SteadyCounter(Meter):
+    """A counter reading 50 W, all the time: idle windows and work alike."""
+
+    source = "nvml"
+
+    def _end(self, key):
+        return 50.0 * (time.perf_counter() - self._open[key])
+
+
+def test_on_a_counter_idle_power_is_measured_once_and_the_dynamic_share_kept(monkeypatch):
+    monkeypatch.setattr("bench.measure.creation.IDLE_S", 0.2)
+    windows = CreationWindows(SteadyCounter(), "GPU A")
+    with creation.metered_by(windows), creation.ledger() as costs:
+        with creation.window("training"):
+            time.sleep(0.3)
+    (cost,) = costs
+    assert windows.idle_power_w == pytest.approx(50.0, rel=0.05)
+    assert cost.idle_power_w == windows.idle_power_w and cost.energy_j == pytest.approx(50 * cost.seconds, rel=0.05)
+    assert cost.dynamic_energy_j is None  # nothing above idle: not a figure, never 0
+    assert Cost.from_dict(cost.as_dict()) == dataclasses.replace(cost, seconds=cost.seconds)
