@@ -21,6 +21,7 @@ from bench.suites import (
     DEVICES,
     FIELD_RULES,
     MAX_BATCH,
+    MAX_BOUND_MS,
     MAX_CHAIN,
     MAX_LIST,
     MAX_REPETITIONS,
@@ -28,6 +29,7 @@ from bench.suites import (
     MAX_WINDOW_S,
     MODEL_SIZES,
     Name,
+    Scenario,
     schema_message,
 )
 from compress.base import Variant, parse_variant
@@ -47,10 +49,12 @@ class Cell:
     runtime: str
     batch_size: int
     device: str
+    scenario: Scenario | None = None  # a LoadGen scenario; None: the offline protocol
 
     @property
     def key(self) -> str:  # the same as Record.cell_key
-        return f"{self.grid}/{self.twin}/{self.variant.id}/{self.runtime}/{self.device}/bs{self.batch_size}"
+        key = f"{self.grid}/{self.twin}/{self.variant.id}/{self.runtime}/{self.device}/bs{self.batch_size}"
+        return key if self.scenario is None else f"{key}/{self.scenario.label}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class RunPlan:
     # Runtimes the reference alone is measured on besides `runtimes`: a suite whose variants run on
     # torch-compile only still measures its reference on torch-eager, the runtime ratios are taken to.
     reference_runtimes: tuple[str, ...] = ()
+    scenarios: tuple[Scenario, ...] = ()  # LoadGen scenario cells beside the offline ones (bench/suites.py)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -95,13 +100,23 @@ class RunPlan:
         return (*self.reference_runtimes, *self.runtimes) if variant == REFERENCE else self.runtimes
 
     def cells(self) -> list[Cell]:
-        return [
+        """Every offline cell, then every scenario cell (batch size: the server's largest batch, 1 for
+        single-stream)."""
+        offline = [
             Cell(grid, twin, variant, runtime, batch, self.device)
             for grid in self.grids
             for twin in self.twins
             for variant in self.variants
             for runtime in self.runtimes_of(variant)
             for batch in self.batch_sizes
+        ]
+        return offline + [
+            Cell(grid, twin, variant, runtime, scenario.max_batch, self.device, scenario)
+            for grid in self.grids
+            for twin in self.twins
+            for variant in self.variants
+            for runtime in self.runtimes
+            for scenario in self.scenarios
         ]
 
     def to_dict(self) -> dict:
@@ -120,6 +135,7 @@ class RunPlan:
             "variants": [list(v.spec) for v in self.variants],
             # Written only when used: a plan without it reads as it always did.
             **({"reference_runtimes": list(self.reference_runtimes)} if self.reference_runtimes else {}),
+            **({"scenarios": [s.as_dict() for s in self.scenarios]} if self.scenarios else {}),
         }
 
     @classmethod
@@ -142,6 +158,7 @@ class RunPlan:
                 seed=f.seed,
                 variants=tuple(parse_variant(c) for c in f.variants),
                 reference_runtimes=tuple(f.reference_runtimes or ()),
+                scenarios=tuple(Scenario(**sc.model_dump()) for sc in f.scenarios or ()),
             )
         except ValidationError as e:
             raise InputError(f"malformed plan.json ({_plan_message(e)}); this folder cannot be resumed") from None
@@ -153,6 +170,18 @@ MAX_THREADS = 4096  # intra-op threads: more than any machine has cores
 # A plan names grids as the cache does (SimBench codes, user grids' `<stem>-<hash>`): never a path,
 # which could lead a worker's cache lookup out of the cache folder.
 GridName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+
+
+class ScenarioFile(BaseModel):
+    """A scenario as plan.json holds it (bench.suites.Scenario's fields, bounded as a suite's)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    name: Literal["single-stream", "server"]
+    duration_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)]
+    target_qps: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None
+    latency_bound_ms: Annotated[float, Field(gt=0, le=MAX_BOUND_MS, allow_inf_nan=False)] | None = None
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1
+    max_queue_delay_ms: Annotated[float, Field(ge=0, le=MAX_BOUND_MS, allow_inf_nan=False)] = 0.0
 
 
 class PlanFile(BaseModel):
@@ -176,6 +205,7 @@ class PlanFile(BaseModel):
         Field(min_length=1, max_length=MAX_VARIANTS + 1),
     ]  # the reference (an empty chain) first
     reference_runtimes: Annotated[list[Name], Field(max_length=MAX_LIST)] | None = None
+    scenarios: Annotated[list[ScenarioFile], Field(max_length=MAX_LIST)] | None = None
     run_id: Name | None = None
     cells: list[str] | None = None
 

@@ -18,7 +18,16 @@ from dataclasses import asdict, dataclass, field, fields
 SCHEMA_VERSION = 3
 STATUSES = ("ok", "unsupported", "error")
 # Fields of measured figures (energy, power, latency, throughput): never NaN or infinite in a record.
-MEASURED_PREFIXES = ("energy_", "idle_power", "avg_power", "reference_", "latency_", "throughput", "creation_energy")
+MEASURED_PREFIXES = (
+    "energy_",
+    "idle_power",
+    "avg_power",
+    "reference_",
+    "latency_",
+    "throughput",
+    "creation_energy",
+    "achieved_qps",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,15 @@ class Record:
     device_index: int | None = None  # which GPU of that machine (NVML index), None on CPU
     # the grid cache it ran on: content hash and how a user's profiles were filled or resampled
     grid_data: dict = field(default_factory=dict)
+    # A LoadGen scenario cell (bench/measure/loadgen.py): offline is the protocol's back-to-back
+    # windows; single-stream and server are LoadGen's, their latency_ms_p50/p90/p99 LoadGen's own
+    # percentiles over its performance phase, their energy over one window covering that phase.
+    scenario: str = "offline"  # offline | single-stream | server@50qps | server@peak
+    scenario_settings: dict = field(default_factory=dict)  # duration, rate, p99 bound, the batcher's settings
+    target_qps: float | None = None  # the server's arrival rate (at peak: the rate LoadGen found)
+    achieved_qps: float | None = None  # samples completed per second of the performance phase
+    loadgen_valid: bool | None = None  # LoadGen's result_validity (a short run is INVALID, and says so)
+    early_stopping_met: bool | None = None
     schema_version: int = SCHEMA_VERSION
     # quality, on this runtime and precision
     quality_metric: str | None = None
@@ -117,7 +135,8 @@ class Record:
 
     @property
     def cell_key(self) -> str:
-        return f"{self.grid}/{self.twin}/{self.variant_id}/{self.runtime}/{self.device}/bs{self.batch_size}"
+        key = f"{self.grid}/{self.twin}/{self.variant_id}/{self.runtime}/{self.device}/bs{self.batch_size}"
+        return key if self.scenario == "offline" else f"{key}/{self.scenario}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -3,6 +3,7 @@ under bench/suites/, by name, or a user's own file, by path."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -36,6 +37,39 @@ class MeasureConfig:
     repetitions: int
     batch_sizes: tuple[int, ...]
     runtimes: tuple[str, ...]
+    scenarios: tuple[Scenario, ...] = ()  # LoadGen scenarios beside the offline protocol
+
+
+SCENARIOS = ("offline", "single-stream", "server")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A LoadGen scenario's settings (bench/measure/loadgen.py). `offline` is the protocol itself,
+    always measured: these are the cells beside it."""
+
+    name: str  # single-stream | server
+    duration_s: float  # LoadGen's minimum duration (MLPerf's official one: 600 s)
+    target_qps: float | None = None  # server: the arrival rate; None: the peak within the bound
+    latency_bound_ms: float | None = None  # server: at p99
+    max_batch: int = 1  # server: the dynamic batcher's largest batch
+    max_queue_delay_ms: float = 0.0  # server: how long the batcher waits after a first request
+
+    def __post_init__(self) -> None:
+        if self.name not in SCENARIOS[1:]:
+            raise ConfigError(f"a LoadGen scenario is single-stream or server, not {self.name!r}")
+        if (self.name == "server") != (self.latency_bound_ms is not None):
+            raise ConfigError("a server scenario needs `latency_bound_ms`, and only it")
+
+    @property
+    def label(self) -> str:
+        """How cells and records name it: single-stream, server@50qps, server@peak."""
+        if self.name != "server":
+            return self.name
+        return f"server@{'peak' if self.target_qps is None else f'{self.target_qps:g}qps'}"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 # Every value of a suite file is checked by the schema below (pydantic, strict: no bool for a number,
@@ -50,6 +84,7 @@ MAX_CHAIN = 16  # passes in one variant: a recipe longer than this is a mistake,
 MAX_LIST = 64  # grids, twins, batch sizes, runtimes: a page of settings, not a generated sweep
 MAX_VARIANTS = 512  # `full` has 40; this bounds the plan a file can ask for
 MAX_NAME = 256  # a name or a path of a grid, twin or runtime
+MAX_BOUND_MS = 60_000.0  # a latency bound or queue delay beyond a minute is not an on-line service
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
@@ -58,11 +93,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+Qps = Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)]
+
+
+class ServerFile(_Strict):
+    """[measure.server]: LoadGen's server scenario, one cell per target rate."""
+
+    target_qps: Annotated[list[Qps | Literal["peak"]], Field(min_length=1, max_length=MAX_LIST)]
+    latency_bound_ms: Annotated[float, Field(gt=0, le=MAX_BOUND_MS, allow_inf_nan=False)]
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 32
+    max_queue_delay_ms: Annotated[float, Field(ge=0, le=MAX_BOUND_MS, allow_inf_nan=False)] = 2.0
+
+
 class MeasureFile(_Strict):
     window_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)]
     repetitions: Annotated[int, Field(ge=3, le=MAX_REPETITIONS)]
     batch_sizes: Annotated[list[Annotated[int, Field(ge=1, le=MAX_BATCH)]], Field(min_length=1, max_length=MAX_LIST)]
     runtimes: Annotated[list[Name], Field(min_length=1, max_length=MAX_LIST)]
+    scenarios: Annotated[list[Literal["offline", "single-stream", "server"]], Field(min_length=1, max_length=3)] = [
+        "offline"
+    ]
+    scenario_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)] = 10.0
+    server: ServerFile | None = None
+
+
+def scenarios_of(m: MeasureFile | None, names: list[str] | tuple[str, ...] | None = None) -> tuple[Scenario, ...]:
+    """The LoadGen scenario cells a [measure] table asks for (or `names` of them, from `--scenario`)."""
+    wanted = list(names) if names is not None else list(m.scenarios if m else ["offline"])
+    out: list[Scenario] = []
+    if "single-stream" in wanted:
+        out.append(Scenario("single-stream", float(m.scenario_s) if m else 10.0))
+    if "server" in wanted:
+        server = m.server if m else None
+        if server is None:
+            raise ConfigError(
+                'the server scenario needs a [measure.server] table: target_qps (rates, or "peak") and '
+                "latency_bound_ms (at p99)"
+            )
+        for qps in server.target_qps:
+            rate = None if qps == "peak" else float(qps)
+            out.append(
+                Scenario(
+                    "server",
+                    float(m.scenario_s),
+                    rate,
+                    float(server.latency_bound_ms),
+                    server.max_batch,
+                    float(server.max_queue_delay_ms),
+                )  # fmt: skip
+            )
+    return tuple(out)
 
 
 class GridTable(_Strict):
@@ -97,6 +177,13 @@ FIELD_RULES = {
     ),
     "measure.batch_sizes": f"batch_sizes must be whole numbers from 1 to {MAX_BATCH} (at most {MAX_LIST} of them)",
     "measure.runtimes": f"runtimes must be a non-empty list of at most {MAX_LIST} runtime names",
+    "measure.scenarios": f"scenarios must be a list of {', '.join(SCENARIOS)} (offline is always measured)",
+    "measure.scenario_s": f"scenario_s (LoadGen's minimum duration) must be a number of seconds in (0, {MAX_WINDOW_S}]",
+    "measure.server.target_qps": f'target_qps must be a list of rates in (0, 1e7] per second or "peak" (at most {MAX_LIST})',
+    "measure.server.latency_bound_ms": f"latency_bound_ms (at p99) must be a number of milliseconds in (0, {MAX_BOUND_MS:g}]",
+    "measure.server.max_batch": f"max_batch must be a whole number from 1 to {MAX_BATCH}",
+    "measure.server.max_queue_delay_ms": f"max_queue_delay_ms must be a number of milliseconds in [0, {MAX_BOUND_MS:g}]",
+    "measure.server": "[measure.server] must be a table of target_qps, latency_bound_ms, max_batch, max_queue_delay_ms",
     "measure": "[measure] must be a table of window_s, repetitions, batch_sizes and runtimes",
     "description": f"description must be text of at most {MAX_DESCRIPTION} characters",
     "device": f"device must be one of {DEVICES}",
@@ -208,7 +295,9 @@ def load_suite(name: str | Path) -> Suite:
             model_size=raw.model_size,
             grids=tuple(s.name for s in sources),
             twins=tuple(raw.twins),
-            measure=MeasureConfig(float(m.window_s), m.repetitions, tuple(m.batch_sizes), tuple(m.runtimes)),
+            measure=MeasureConfig(
+                float(m.window_s), m.repetitions, tuple(m.batch_sizes), tuple(m.runtimes), scenarios_of(m)
+            ),
             variants=tuple(_variant(v.chain, path) for v in raw.variant),
             grid_sources=tuple(s for s in sources if s.is_file),
         )

@@ -60,6 +60,7 @@ FLAGS = {
     "retrain_every": "--retrain-every",
     "run": "--run",
     "runtime": "--runtime",
+    "scenario": "--scenario",
     "shard_size": "--shard-size",
     "suite": "--suite",
     "where": "--where",

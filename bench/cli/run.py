@@ -40,6 +40,13 @@ def add_commands(commands) -> None:
         "reference is always measured ('--variant reference': only it)",
     )
     run.add_argument(
+        "--scenario",
+        action="append",
+        choices=["offline", "single-stream", "server"],
+        help="LoadGen scenarios instead of the suite's (repeatable): offline (the protocol, always measured) "
+        "alone, single-stream, server (the suite's [measure.server] rates and p99 bound)",
+    )
+    run.add_argument(
         "--executor",
         choices=["local", "ray"],
         default="local",
@@ -84,6 +91,7 @@ def _request(args: argparse.Namespace):
         executor=args.executor,
         ray_address=args.ray_address,
         shard_size=args.shard_size,
+        scenarios=args.scenario,
     )
 
 

@@ -111,6 +111,7 @@ HEAD = [
     "variant",
     "chosen",
     "runtime",
+    "scenario",
     "status",
     "frontier",
     "quality",
@@ -146,6 +147,12 @@ def _row(r: Record, on_front: set[str], ties: dict[str, list[str]], back: Paybac
         Cell(r.variant_name + (" [capped]" if is_capped(r) else ""), title=json.dumps(r.lineage)),
         Cell(compression_summary(r), title=json.dumps(r.model_info.get("compression", []))),
         Cell(r.runtime),
+        Cell(
+            r.scenario,
+            title=""
+            if r.scenario == "offline"
+            else json.dumps({**r.scenario_settings, "loadgen_valid": r.loadgen_valid}),
+        ),
         Cell(r.status, title=r.status_reason),
         Cell(" ".join(["★" if r.cell_key in on_front else "", *ties.get(r.cell_key, [])]).strip()),
         _cell(r.quality_value, ".4g"),

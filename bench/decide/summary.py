@@ -58,7 +58,8 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
     ]
     by_group: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
-        by_group[(r.grid, r.twin, r.batch_size)].append(r)
+        if r.scenario == "offline":
+            by_group[(r.grid, r.twin, r.batch_size)].append(r)
     for (grid, twin, batch), rows in sorted(by_group.items()):
         ok = [r for r in rows if r.status == "ok"]
         ref = next((r for r in ok if r.variant_id == "reference" and r.runtime == REFERENCE_RUNTIME), None)
@@ -101,7 +102,39 @@ def render(records: list[Record], env: dict | None = None, title: str = "") -> s
                 reason = r.status_reason.strip().splitlines()[0][:200]  # the record keeps all of it
                 lines.append(f"- {r.variant_name} on {r.runtime}: {r.status} ({reason})")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _scenarios([r for r in records if r.scenario != "offline"]))
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _scenarios(records: list[Record]) -> list[str]:
+    """LoadGen's scenario cells: rate, latency percentiles, its verdict, and J per inference there."""
+    if not records:
+        return []
+    lines = [
+        "## LoadGen scenarios",
+        "",
+        "LoadGen drove each variant's session; J/inference is over a window covering its performance phase. "
+        "An INVALID verdict (a run shorter than LoadGen's minimums) is LoadGen's, shown as it is.",
+        "",
+        "| twin | variant | runtime | scenario | target QPS | achieved QPS | p50 / p90 / p99 ms | verdict "
+        "| early stopping | J/inference | source | dynamic J | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        records, key=lambda r: (r.grid, r.twin, r.variant_id != "reference", r.variant_name, r.runtime, r.scenario)
+    ):
+        verdict = "-" if r.loadgen_valid is None else ("VALID" if r.loadgen_valid else "INVALID")
+        lat = " / ".join(_fmt(x) for x in (r.latency_ms_p50, r.latency_ms_p90, r.latency_ms_p99))
+        status = r.status if r.status == "ok" else f"{r.status}: {r.status_reason.splitlines()[0][:120]}"
+        lines.append(
+            f"| {r.twin} | {r.variant_name} | {r.runtime} | {r.scenario} | {_fmt(r.target_qps)} | {_fmt(r.achieved_qps)} "
+            f"| {lat} | {verdict} | {_yes_no(r.early_stopping_met)} | {_fmt(r.energy_j_per_inference)} | {r.energy_source} "
+            f"| {_fmt(r.energy_dynamic_j_per_inference)} | {status} |"
+        )
+    return [*lines, ""]
 
 
 def write(run_dir, metric: str | None = None) -> str:

@@ -34,6 +34,7 @@ from bench.measure import environment
 from bench.measure.cell import Opened, Prepared, checksum_match, flops_per_inference, open_session, prepare, window
 from bench.measure.recording import ShardContext, Windows, build_record, creation_fields, identity
 from bench.measure.runtimes import target_of
+from bench.measure.scenarios import scenario_record
 from bench.measure.validity import others_cpu_seconds
 from bench.plan import REFERENCE, REFERENCE_RUNTIME, Cell, Shard
 from bench.records import Record
@@ -61,7 +62,7 @@ def measure_shard(twin: Twin, model: torch.nn.Module, shard: Shard, ctx: ShardCo
     variants = _Variants(twin, model, ctx)
     prepared: list[Prepared] = []
     records: list[Record] = []
-    for cell in shard.measured:
+    for cell in (c for c in shard.measured if c.scenario is None):
         ctx.on_cell(f"prepare {cell.key}")
         try:
             prepared.append(prepare(cell, twin, variants.session(cell), ctx.plan))
@@ -74,6 +75,9 @@ def measure_shard(twin: Twin, model: torch.nn.Module, shard: Shard, ctx: ShardCo
     windows = _interleaved_windows(prepared, ctx)
     for p in prepared:
         records.append(build_record(p, windows, reference.value, twin, shard, ctx, variants.facts(p.cell)))
+    for cell in (c for c in shard.measured if c.scenario is not None):  # LoadGen's, after the windows
+        ctx.on_cell(f"scenario {cell.key}")
+        records.append(scenario_record(cell, twin, shard, ctx, variants, windows.idle_power_w))
     return _against_own_reference(records, shard)
 
 
@@ -218,13 +222,17 @@ def _device_state(ctx: ShardContext) -> Callable[[], dict]:
 def _against_own_reference(records: list[Record], shard: Shard) -> list[Record]:
     """The records of the shard's cells, each with the energy and latency of the reference measured
     in this shard (torch-eager, same batch size); the controls themselves are not returned."""
-    refs = {r.batch_size: r for r in records if r.variant_id == REFERENCE.id and r.runtime == REFERENCE_RUNTIME}
+    refs = {
+        (r.batch_size, r.scenario): r
+        for r in records
+        if r.variant_id == REFERENCE.id and r.runtime == REFERENCE_RUNTIME
+    }
     controls = {c.key for c in shard.controls}
     return [
         replace(
             r, reference_energy_j_per_inference=ref.energy_j_per_inference, reference_latency_ms_p50=ref.latency_ms_p50
         )
-        if (ref := refs.get(r.batch_size))
+        if (ref := refs.get((r.batch_size, r.scenario)))
         else r
         for r in records
         if r.cell_key not in controls

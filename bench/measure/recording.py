@@ -58,6 +58,8 @@ def identity(cell: Cell, twin: Twin, shard: Shard, ctx: ShardContext) -> dict:
         shard_id=shard.id,
         host=ctx.host,
         device_index=ctx.device_index,
+        scenario=cell.scenario.label if cell.scenario else "offline",
+        scenario_settings=cell.scenario.as_dict() if cell.scenario else {},
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import Cell, RunPlan, Shard
-from bench.run.planning import make_shards, measured_count, runs_here, unsupported_reason
+from bench.run.planning import make_shards, runs_here, unsupported_reason
 from compress.base import Variant, step_spec
 from models.checkpoint import checkpoint_path
 from models.errors import TwinbenchError
@@ -286,7 +286,20 @@ def estimate_shard_seconds(plan: RunPlan, shard: Shard) -> float:
     """Accuracy pass, warm-up, latency pass and windows of each cell, plus the idle windows. A cell
     known to be unsupported (`unsupported_reason`) is recorded at once: it costs nothing here."""
     per_cell = SETUP_S_PER_CELL + plan.window_s * (2 + plan.repetitions)
-    return measured_count(plan, shard) * per_cell + plan.repetitions * plan.window_s
+    here = runs_here(plan)
+    measured = [c for c in shard.measured if unsupported_reason(c, here) is None]
+    scenario_s = sum(_scenario_seconds(c.scenario) for c in measured if c.scenario is not None)
+    offline = sum(1 for c in measured if c.scenario is None)
+    return offline * per_cell + scenario_s + plan.repetitions * plan.window_s
+
+
+PEAK_SEARCH_RUNS = 12  # LoadGen's peak search: its boundary steps and ~10 binary-search runs
+
+
+def _scenario_seconds(scenario) -> float:
+    """A LoadGen cell: its minimum duration (a peak: the search's runs and the metered one)."""
+    runs = 1 + (PEAK_SEARCH_RUNS if scenario.name == "server" and scenario.target_qps is None else 0)
+    return SETUP_S_PER_CELL + runs * scenario.duration_s
 
 
 def estimate_wall_seconds(plan: RunPlan, shards: list[Shard], workers: int) -> float:

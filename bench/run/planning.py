@@ -10,7 +10,7 @@ import torch
 
 from bench.measure.runtimes import default_threads, get_runtime, runtime_names, target_of
 from bench.plan import REFERENCE, REFERENCE_RUNTIME, Cell, RunPlan, Shard
-from bench.suites import Suite
+from bench.suites import SCENARIOS, Scenario, Suite
 from compress.base import Variant
 from models.errors import ConfigError, UnknownNameError
 from models.plugins import Requirements
@@ -69,7 +69,32 @@ def make_plan(
         threads=threads or default_threads(),
         variants=(REFERENCE, *select_variants(suite.variants, variants)),
         reference_runtimes=reference_runtimes,
+        scenarios=m.scenarios,
     )
+
+
+DEFAULT_SCENARIO_S = 10.0  # single-stream asked for on the command line of a suite that names none
+
+
+def choose_scenarios(suite: Suite, names: list[str]) -> tuple[Scenario, ...]:
+    """The scenario cells `--scenario` asks for: offline alone (no LoadGen cell), single-stream (the
+    suite's settings, or a 10 s run), server (the suite's [measure.server], which it must have)."""
+    for name in names:
+        if name not in SCENARIOS:
+            raise UnknownNameError("scenario", name, list(SCENARIOS))
+    mine = suite.measure.scenarios
+    out = []
+    if "single-stream" in names:
+        out += [s for s in mine if s.name == "single-stream"] or [Scenario("single-stream", DEFAULT_SCENARIO_S)]
+    if "server" in names:
+        servers = [s for s in mine if s.name == "server"]
+        if not servers:
+            raise ConfigError(
+                f"`scenario` server needs the suite's [measure.server] table (target_qps and latency_bound_ms at "
+                f"p99), and suite {suite.name} has none"
+            )
+        out += servers
+    return tuple(out)
 
 
 def make_shards(plan: RunPlan, todo: list[Cell], shard_size: int | None = None) -> list[Shard]:
@@ -88,7 +113,9 @@ def make_shards(plan: RunPlan, todo: list[Cell], shard_size: int | None = None) 
             variants = list(dict.fromkeys(c.variant for c in mine if c.variant != REFERENCE))
             size = shard_size or max(1, len(variants))
             chunks = [variants[i : i + size] for i in range(0, len(variants), size)] or [[]]
-            all_refs = tuple(c for c in plan.cells() if (c.grid, c.twin, c.variant) == (grid, twin, REFERENCE))
+            all_refs = tuple(  # offline reference cells: the controls of every shard (never a LoadGen run)
+                c for c in plan.cells() if (c.grid, c.twin, c.variant) == (grid, twin, REFERENCE) and c.scenario is None
+            )
             for k, chunk in enumerate(chunks):
                 cells = tuple(c for c in mine if c.variant in chunk)
                 recorded_here = tuple(refs) if k == 0 else ()  # each reference cell is recorded once

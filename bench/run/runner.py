@@ -24,7 +24,7 @@ from bench.measure.meters import choose_meter
 from bench.plan import Cell, RunPlan, Shard
 from bench.run.estimate import RAY_SHARD_SIZE, describe, estimate_wall_seconds, training_needs
 from bench.run.executor import EXECUTORS, Executor, LocalExecutor, ShardJob, ShardResult
-from bench.run.planning import make_plan, make_shards, runs_here
+from bench.run.planning import choose_scenarios, make_plan, make_shards, runs_here
 from bench.store import RunDir, new_run_id
 from bench.suites import load_suite
 from models.errors import ConfigError, InputError, Verdict
@@ -48,6 +48,7 @@ class RunRequest:
     executor: str = "local"
     ray_address: str | None = None
     shard_size: int | None = None
+    scenarios: list[str] | None = None  # instead of the suite's: offline, single-stream, server
 
 
 def run(
@@ -61,8 +62,8 @@ def run(
     if req.resume is None:
         _check_out(req.out)  # before the plan builds any grid: a refusal costs nothing
         return _execute(_new_plan(req, log), None, req, log, progress)
-    if req.grid is not None:
-        raise ConfigError("`resume` continues the grids of its plan: drop `grid`")
+    if req.grid is not None or req.scenarios is not None:
+        raise ConfigError("`resume` continues its plan's grids and scenarios: drop `grid` and `scenario`")
     run_dir = RunDir.open(req.resume)
     with run_dir.lock():
         plan, run_id = _saved_plan(run_dir)
@@ -83,6 +84,8 @@ def _new_plan(req: RunRequest, log: Callable[[str], None] | None = None) -> RunP
     plan = make_plan(suite, req.device, req.twin, req.runtime, req.threads, req.variants, estimate_only=estimate_only)
     if req.grid is not None:  # the name is all a plan needs
         plan = dataclasses.replace(plan, grids=(req.grid,))
+    if req.scenarios is not None:
+        plan = dataclasses.replace(plan, scenarios=choose_scenarios(suite, req.scenarios))
     for grid in () if estimate_only else plan.grids:
         build_if_missing(suite.grid_source(grid), log=log)
     return plan
