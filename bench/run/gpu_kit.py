@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "all":
         say(
             f"ready: run(command='bash bench/run/gpu_run.sh {SUITE}', carry={[str(c) for c in CARRY]}, "
-            "timeout_s=570), then give_back"
+            "timeout_s=540), then give_back"
         )
 
 
