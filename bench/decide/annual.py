@@ -228,6 +228,7 @@ class Projection:
     flags: tuple = ()  # the record's validity flags (high_cv, throttled, ...), carried as they are
     retrain_kwh_per_year: float = 0.0  # making the twin(s) again at the schedule's retraining (included above)
     water_l_per_year: float | None = None  # at the schedule's WUE; None where none was given
+    measured_at: str = ""  # the LoadGen server cell used (server@100qps); "": extrapolated from saturation
 
 
 def _dynamic_j(record: Record) -> float:
@@ -269,10 +270,36 @@ def _check_projectable(record: Record, schedule: Schedule) -> None:
         )
 
 
-def project(record: Record, schedule: Schedule) -> Projection:
+NEAR = 2.0  # a server cell measured within this factor of the schedule's rate is used instead
+
+
+def measured_near(record: Record, records: list[Record], schedule: Schedule) -> Record | None:
+    """The LoadGen server cell of `record`'s variant (same twin, grid, runtime, device) measured at
+    the rate nearest the schedule's per-instance rate, within a factor of 2; None if there is none."""
+    rate = schedule.rate_per_s
+    same = (record.twin, record.grid, record.variant_id, record.runtime, record.device)
+    near = [
+        x
+        for x in records
+        if x.scenario.startswith("server")
+        and x.status == "ok"
+        and x.energy_j_per_inference is not None
+        and x.target_qps
+        and (x.twin, x.grid, x.variant_id, x.runtime, x.device) == same
+        and rate / NEAR <= x.target_qps <= rate * NEAR
+    ]
+    return min(near, key=lambda x: abs(math.log(x.target_qps / rate))) if near else None
+
+
+def project(record: Record, schedule: Schedule, measured: Record | None = None) -> Projection:
     """What `record`'s cell costs per year at `schedule` (formulas in the module docstring).
-    Raises NotProjectable (a ConfigError) where that cannot be said honestly."""
+    `measured`: a server cell near the schedule's rate (`measured_near`), whose J/inference at that
+    rate is used instead of the saturation figure: idle time between requests is then in the
+    measurement (`dedicated`: its total J/inference; `shared`: its dynamic share). Raises
+    NotProjectable (a ConfigError) where that cannot be said honestly."""
     _check_projectable(record, schedule)
+    if measured is not None:
+        return _project_measured(record, schedule, measured)
     dynamic = _dynamic_j(record)
     n = schedule.inferences_per_year
     energy, low, high = record.energy_j_per_inference, record.energy_ci95_low, record.energy_ci95_high
@@ -313,6 +340,40 @@ def project(record: Record, schedule: Schedule) -> Projection:
         flags=tuple(record.flags),
         retrain_kwh_per_year=retrain_j / J_PER_KWH * schedule.pue,
         water_l_per_year=None if schedule.wue_l_per_kwh is None else kwh_mid / schedule.pue * schedule.wue_l_per_kwh,
+    )
+
+
+def _project_measured(record: Record, schedule: Schedule, server: Record) -> Projection:
+    """The yearly figure from a server cell measured at (near) the schedule's rate: one window, no CI."""
+    if schedule.device_use == "dedicated" or server.energy_source == "estimate":
+        per = server.energy_j_per_inference  # dedicated: the device's whole draw at that rate, idle included
+    elif server.energy_dynamic_j_per_inference is not None:
+        per = server.energy_dynamic_j_per_inference
+    else:
+        raise NotProjectable(f"{server.cell_key}: idle power was not measured, so its dynamic share is unknown")
+    retrain_j = _retrain_j(record, schedule)
+    kwh = (retrain_j + per * schedule.inferences_per_year) / J_PER_KWH * schedule.pue
+    verdict = "valid" if server.loadgen_valid else "INVALID"
+    basis = (
+        f"{schedule.device_use}: {per:.4g} J/inference measured by LoadGen at {server.target_qps:g} qps "
+        f"({server.scenario}, {verdict}), not extrapolated from saturation x {schedule.inferences_per_year:,.0f} "
+        f"inferences/yr; {server.energy_source}; x PUE {schedule.pue:g}"
+    )
+    carbon = None if schedule.carbon_g_per_kwh is None else kwh * schedule.carbon_g_per_kwh / 1000
+    return Projection(
+        kwh_per_year=kwh,
+        kwh_ci95_low=None,
+        kwh_ci95_high=None,
+        inferences_per_year=schedule.inferences_per_year,
+        device_use=schedule.device_use,
+        energy_source=server.energy_source,
+        basis=basis,
+        co2e_kg_per_year=carbon,
+        cost_per_year=None if schedule.price_per_kwh is None else kwh * schedule.price_per_kwh,
+        flags=tuple(server.flags),
+        retrain_kwh_per_year=retrain_j / J_PER_KWH * schedule.pue,
+        water_l_per_year=None if schedule.wue_l_per_kwh is None else kwh / schedule.pue * schedule.wue_l_per_kwh,
+        measured_at=server.scenario,
     )
 
 
@@ -378,7 +439,8 @@ def render_table(rows: list[tuple[str, Projection]]) -> str:
             _with_ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
             _with_ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
             _fmt(p.water_l_per_year),
-            "estimate (not measured)" if p.energy_source == "estimate" else p.energy_source,
+            ("estimate (not measured)" if p.energy_source == "estimate" else p.energy_source)
+            + (f", at {p.measured_at} (LoadGen)" if p.measured_at else ""),
         )
         for label, p in rows
     ]

@@ -195,3 +195,48 @@ def lifecycle_bars(twin: str, rows: list[tuple[str, dict[str, float | None]]], s
         margin={"t": 60, "l": 70, "r": 20, "b": 120},
     )
     return fig
+
+
+def qps_curve(twin: str, records: list[Record]):
+    """J/inference against the served rate per variant, from LoadGen's server cells (issue 26): at a
+    low rate the device idles between requests, and each inference carries more of that power. An
+    INVALID LoadGen verdict is an open marker."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    served = [r for r in records if r.scenario.startswith("server") and r.status == "ok" and r.energy_j_per_inference]
+    for (variant, runtime), group in sorted(_by_variant(served).items()):
+        pts = sorted(group, key=lambda r: r.achieved_qps or 0.0)
+        fig.add_trace(
+            go.Scatter(
+                x=[r.achieved_qps for r in pts],
+                y=[r.energy_j_per_inference for r in pts],
+                mode="lines+markers",
+                marker={
+                    "size": 10,
+                    "color": RUNTIME_COLOURS.get(runtime, "#7f7f7f"),
+                    "symbol": ["circle" if r.loadgen_valid else "circle-open" for r in pts],
+                },
+                name=f"{_text(variant)} ({_text(runtime)})",
+                text=[
+                    f"{_text(r.scenario)}: {r.achieved_qps:.4g} qps, p99 {r.latency_ms_p99:.3g} ms, "
+                    f"{'valid' if r.loadgen_valid else 'INVALID'} ({_text(r.energy_source)})"
+                    for r in pts
+                ],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title=f"{_text(twin)}: J/inference vs served rate (LoadGen server)",
+        xaxis={"type": "log", "title": "achieved QPS"},
+        yaxis={"type": "log", "title": "J/inference"},
+        margin={"t": 60, "l": 70, "r": 20, "b": 60},
+    )
+    return fig
+
+
+def _by_variant(records: list[Record]) -> dict[tuple[str, str], list[Record]]:
+    out: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        out.setdefault((r.variant_name, r.runtime), []).append(r)
+    return out

@@ -22,10 +22,10 @@ from jinja2 import Environment, StrictUndefined
 from markupsafe import Markup
 
 from bench.decide import lifecycle
-from bench.decide.annual import NotProjectable, Schedule, project
+from bench.decide.annual import NotProjectable, Schedule, measured_near, project
 from bench.decide.frontier import TIE_RULE, against_metric, frontier_keys, groups, metric_slug, pareto, tie_marks
 from bench.decide.payback import Payback, creation_text, payback
-from bench.decide.plots import lifecycle_bars, scatter, steps_curve
+from bench.decide.plots import lifecycle_bars, qps_curve, scatter, steps_curve
 from bench.records import Record, compression_summary, describe_flags, grid_data, is_capped
 from bench.store import write_output
 
@@ -196,7 +196,7 @@ def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[l
         for r, way in ((r, way) for r in pareto(members, "energy") for way in ways):
             name = r.variant_name + ((" (personalised)" if way.personalized else " (shared)") if both else "")
             try:
-                p = project(r, way)
+                p = project(r, way, measured_near(r, records, way))
             except NotProjectable as e:
                 rows.append([name, r.runtime, f"not projected: {e}", "-", "-", "-", source])
                 continue
@@ -208,7 +208,7 @@ def _annual(records: list[Record], schedule: Schedule) -> list[tuple[str, list[l
                     ci(p.co2e_kg_per_year, p.co2e_kg_ci95_low, p.co2e_kg_ci95_high),
                     ci(p.cost_per_year, p.cost_ci95_low, p.cost_ci95_high),
                     ci(p.water_l_per_year, None, None),
-                    p.energy_source,
+                    p.energy_source + (f", measured at {p.measured_at} by LoadGen" if p.measured_at else ""),
                 ]
             )
         out.append((f"{twin} on {grid}, batch {batch} ({source})", rows))
@@ -272,6 +272,8 @@ def render(records: list[Record], env: dict, title: str, schedule: Schedule | No
     for twin, members in sorted(by_twin.items()):
         if any(r.model_info.get("sampling_steps") for r in members if r.status == "ok"):
             charts.append(steps_curve(twin, members))
+        if any(r.scenario.startswith("server") and r.status == "ok" for r in members):
+            charts.append(qps_curve(twin, members))
     life = _life_cycle(records, env, schedule) if schedule and schedule.carbon_g_per_kwh is not None else []
     charts += [chart for chart, _, _ in life]
     # Trusted as markup: plotly's output, whose JSON escapes < > / (no </script> breakout) and whose

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from bench.decide.annual import NotProjectable, Projection, Schedule, project, render_table
+from bench.decide.annual import NotProjectable, Projection, Schedule, measured_near, project, render_table
 from bench.decide.frontier import OBJECTIVES, TIE_RULE, cost, dominates, groups, pareto, tie_groups, tied, ties_of
 from bench.decide.payback import creation_text, payback
 from bench.records import CONTENDED_CORES, Record
@@ -132,7 +132,7 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
     twins = {r.twin for r in records}
     if twin not in twins:
         raise UnknownNameError("twin in these records", twin, sorted(twins))
-    mine = [r for r in records if r.twin == twin]
+    mine = [r for r in records if r.twin == twin and r.scenario == "offline"]  # LoadGen cells: capacity, annual
     grid = _only({r.grid for r in mine}, "`grid`", "grid", c.grid)
     mine = [r for r in mine if r.grid == grid]
     if c.runtime is not None:
@@ -154,7 +154,7 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
         sources = sorted({k[-1] for k in by_group})
         raise InputError(f"the records mix energy sources {sources}: measured and estimated joules are not comparable")
     (candidates,) = by_group.values()
-    projections = _project_all(candidates, schedule) if schedule else {}
+    projections = _project_all(candidates, schedule, records) if schedule else {}
     frontier = pareto(candidates, basis)
 
     def misses(r: Record) -> list[str]:
@@ -181,18 +181,20 @@ def select(records: list[Record], twin: str, c: Constraints, schedule: Schedule 
     chosen = ranked[0]
     rate = schedule.rate_per_s * schedule.instances if schedule else None
     ci_of = lambda r: _ci(r, c.objective, projections)  # noqa: E731
-    reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, ci_of, rate)
+    reasons = _reasons(chosen, ranked, candidates, c, batch, cost_of, ci_of, rate) + _capacity(chosen, records, rate)
     shown = {r.cell_key: p for r in (*frontier, chosen) if isinstance(p := projections.get(r.cell_key), Projection)}
     return Selection(chosen, frontier, feasible, reasons, c, schedule, shown)
 
 
-def _project_all(candidates: list[Record], schedule: Schedule) -> dict[str, Projection | NotProjectable]:
+def _project_all(
+    candidates: list[Record], schedule: Schedule, everything: list[Record]
+) -> dict[str, Projection | NotProjectable]:
     """Each candidate's annual projection, or why it has none. A schedule no candidate can be
     projected for the same reason (idle power not measured, for a dedicated device) is bad input."""
     out: dict[str, Projection | NotProjectable] = {}
     for r in candidates:
         try:
-            out[r.cell_key] = project(r, schedule)
+            out[r.cell_key] = project(r, schedule, measured_near(r, everything, schedule))
         except NotProjectable as e:
             out[r.cell_key] = e
     refused = [e for e in out.values() if isinstance(e, NotProjectable)]
@@ -246,6 +248,30 @@ def _reasons(
     if ref is not None and ref is not chosen:
         out.append(f"{cost_of(chosen) / cost_of(ref):.2f}x the fp32 torch-eager reference's {c.objective}")
     return out + _creation(chosen, candidates, rate) + _warnings(chosen)
+
+
+def _capacity(chosen: Record, records: list[Record], rate: float | None) -> list[str]:
+    """How many devices the fleet's rate needs, from LoadGen's peak for the chosen variant (issue 26)."""
+    same = (chosen.twin, chosen.grid, chosen.variant_id, chosen.runtime, chosen.device)
+    peaks = [
+        r
+        for r in records
+        if r.scenario == "server@peak"
+        and r.status == "ok"
+        and r.target_qps
+        and (r.twin, r.grid, r.variant_id, r.runtime, r.device) == same
+    ]
+    if not peaks:
+        return []
+    peak = peaks[0]
+    bound = peak.scenario_settings.get("latency_bound_ms")
+    line = (
+        f"capacity: {peak.target_qps:.4g} inferences/s per device at p99 <= {bound:g} ms (LoadGen's peak, "
+        f"{'valid' if peak.loadgen_valid else 'INVALID: a short run'})"
+    )
+    if rate:
+        line += f"; {rate:.4g}/s over the fleet needs {math.ceil(rate / peak.target_qps)} device(s)"
+    return [line]
 
 
 def _creation(chosen: Record, candidates: list[Record], rate: float | None) -> list[str]:
@@ -313,7 +339,7 @@ def render(sel: Selection) -> str:
         rows = [(f"{r.variant_name[:48]} on {r.runtime}", sel.projections[k]) for k, r in shown.items()]
         lines += [
             "",
-            f"per year at {s.rate_per_s * 60:.4g}/min x {s.instances} instance(s), {s.device_use} device:",
+            f"per year at {s.describe()}:",
             render_table(rows),
         ]
     lines += ["", f"chosen: {sel.chosen.variant_name} on {sel.chosen.runtime} (variant {sel.chosen.variant_id})"]

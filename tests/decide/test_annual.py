@@ -219,3 +219,34 @@ def test_render_table():
     assert "0.05840 [0.04380, 0.07300]" in lines[2] and "0.02336" in lines[2]  # CO2e 0.0584 x 0.4
     assert "876.1 [876.0, 876.1]" in lines[3] and "262.8" in lines[3]
     assert lines[3].count(" - ") == 2  # no carbon intensity nor WUE given: no CO2e or water figure, not 0
+
+
+def _server(qps, energy, dynamic, valid=True):
+    """A LoadGen server cell of the same variant (issue 26)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        rec(energy=energy, low=None, high=None, dynamic=dynamic, batch=16),
+        scenario=f"server@{qps:g}qps", target_qps=float(qps), achieved_qps=float(qps), loadgen_valid=valid,
+    )  # fmt: skip
+
+
+def test_a_server_cell_near_the_rate_replaces_the_saturation_figure():
+    """Issue 26 item 5: at 60/s a cell measured at 100 qps (within 2x) is used, and the output says so;
+    at 10/s none is near, and the projection extrapolates from saturation as before."""
+    from bench.decide.annual import SECONDS_PER_YEAR, measured_near
+
+    offline = rec()
+    servers = [offline, _server(100, energy=2.0, dynamic=0.9), _server(1000, energy=0.6, dynamic=0.3)]
+    near = Schedule(60.0, device_use="shared")
+    server = measured_near(offline, servers, near)
+    assert server.scenario == "server@100qps"
+    p = project(offline, near, server)
+    assert p.kwh_per_year == pytest.approx(0.9 * 60 * SECONDS_PER_YEAR / 3.6e6) and p.kwh_ci95_low is None
+    assert "measured by LoadGen at 100 qps (server@100qps, valid), not extrapolated from saturation" in p.basis
+    assert "at server@100qps (LoadGen)" in render_table([("v", p)])
+    dedicated = project(offline, Schedule(60.0, device_use="dedicated"), server)
+    assert dedicated.kwh_per_year == pytest.approx(2.0 * 60 * SECONDS_PER_YEAR / 3.6e6)  # idle is in the measurement
+    far = Schedule(10.0, device_use="shared")
+    assert measured_near(offline, servers, far) is None
+    assert project(offline, far).measured_at == "" and "at server" not in render_table([("v", project(offline, far))])

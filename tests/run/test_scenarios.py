@@ -115,3 +115,21 @@ def test_without_loadgen_a_scenario_cell_is_unsupported_and_says_why(monkeypatch
     monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)
     with pytest.raises(Unsupported, match="pip install mlcommons-loadgen"):
         loadgen._loadgen()
+
+
+def test_select_says_how_many_devices_and_uses_the_server_cell_near_the_rate(scenario_run, capsys):
+    run_dir, by = scenario_run
+    argv = ["select", "--run", str(run_dir.path), "--twin", "grid-gnn", "--max-quality-loss-pct", "1"]
+    assert main([*argv, "--rate", "100/s", "--instances", "50"]) == 0
+    out = capsys.readouterr().out
+    peak = by["server@peak"].target_qps
+    assert f"capacity: {peak:.4g} inferences/s per device at p99 <= 50 ms (LoadGen's peak" in out
+    assert f"5000/s over the fleet needs {-(-5000 // peak):.0f} device(s)" in out
+    assert "at server@100qps (LoadGen)" in out  # the yearly figure at 100/s: the cell measured there
+
+
+def test_the_report_draws_joules_against_the_served_rate(scenario_run):
+    from bench.decide import report
+
+    page = report.write(scenario_run[0]).read_text()
+    assert "vs served rate (LoadGen server)" in page  # the chart's title (plotly escapes its slash)
