@@ -67,3 +67,40 @@ def test_peak_is_loadgens_peak_search_then_one_metered_run_at_it(tmp_path):
     peak = find_peak(read_detail_log(tmp_path / "peak-search" / "mlperf_log_detail.txt"))
     assert result.at_peak and result.target_qps == peak > 0 and result.outputs_match
     assert read_detail_log(tmp_path / "mlperf_log_detail.txt")["effective_target_qps"] == pytest.approx(peak)
+
+
+def test_on_the_simulated_h100_idle_power_makes_a_slow_rate_cost_more_per_inference(tmp_path, monkeypatch):
+    """Issue 26: LoadGen's server at 20 and at 200 queries/s on the simulated H100 (70 W idle, 300 W
+    while a step runs): at the low rate each inference carries ten times the idle time. The window's
+    energy matches the simulator's exact integral within the counter's update step."""
+    from bench.measure.meters import choose_meter
+    from tests.nvml_sim import RecordingMeter, SimulatedGPU, simulated_nvml
+
+    gpu = SimulatedGPU()
+    weights = np.random.default_rng(1).standard_normal((16, 16)).astype(np.float32)
+
+    def predict(x):
+        def step():
+            time.sleep(0.002)  # the "GPU work" of one call
+            return x @ weights
+
+        return gpu.tracked(step)()
+
+    inputs = (np.random.default_rng(0).standard_normal((512, 16)).astype(np.float32),)
+    per_inference = {}
+    with simulated_nvml(gpu, monkeypatch):
+        choice = choose_meter("cuda")
+        assert choice.meter.source == "nvml", choice.why
+        meter = RecordingMeter(choice.meter, gpu)
+        for qps in (20, 200):
+            config = ServerConfig(target_qps=qps, latency_bound_ms=100, max_batch=1)
+            req = ScenarioRequest("server", 2.0, tmp_path / str(qps), config)
+            result = run_scenario(SimpleNamespace(predict=predict), inputs, req, meter)
+            window = meter.windows[-1]
+            truth = gpu.true_joules(window.t0, window.t1)
+            assert result.energy_source == "nvml"
+            assert result.energy_j == pytest.approx(truth, abs=(gpu.idle_w + gpu.active_w) * gpu.update_s)
+            per_inference[qps] = result.j_per_inference
+    print(f"\nsimulated H100: {per_inference[20]:.3g} J/inference at 20 qps, {per_inference[200]:.3g} at 200 qps")
+    # Per request: 70 W idle over 50 ms (3.5 J) or 5 ms (0.35 J), plus ~0.46 J of work: about 4.9x.
+    assert per_inference[20] > 3 * per_inference[200]
