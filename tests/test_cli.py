@@ -39,7 +39,7 @@ def test_data_reuses_a_valid_cache_and_prints_its_path(smoke_grid, capsys):
 @pytest.mark.parametrize(
     "argv, listed",
     [
-        (["data", "--suite", "smokey"], "valid suites: default, full, gpu, nightly, smoke"),
+        (["data", "--suite", "smokey"], "valid suites: default, full, gpu, gpu-first, nightly, smoke"),
         (["data", "--grid", "1-LV-nowhere"], "valid grids: 1-LV-rural1--2-sw, 1-MV-rural--2-sw, 1-MV-urban--2-sw"),
     ],
 )
@@ -55,7 +55,7 @@ def test_twin_registry():
 
 
 def test_every_suite_file_loads():
-    assert suites.suite_names() == ["default", "full", "gpu", "nightly", "smoke"]
+    assert suites.suite_names() == ["default", "full", "gpu", "gpu-first", "nightly", "smoke"]
     smoke = suites.load_suite("smoke")
     assert smoke.grids == (SMOKE_GRID,) and smoke.device == "cpu" and set(smoke.twins) == set(TWINS)
     full = suites.load_suite("full")
