@@ -44,7 +44,8 @@ MEASURE_BOUND_S = 6 * 60  # the issue's bound on the suite's measuring, by the r
 DEVICE_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
-REHEARSAL_ARGS = ("--twin", "diffusion-forecaster", "--variant", "reference", "--runtime", "torch-eager")
+REHEARSAL_TWIN = "diffusion-forecaster"  # its accuracy pass imports the most (scoringrules)
+REHEARSAL_ARGS = ("--variant", "reference", "--runtime", "torch-eager")
 
 # The Python packages of the GPU machine's image ('cuda'), as the device tool's KINDS.md lists them
 # (read on such a machine on 2026-11-17), plus huggingface-hub, which that list leaves out but its
@@ -85,6 +86,7 @@ CARRIED = (
     "plotly",  # the report's charts (narwhals, its other need, is there)
     "scoringrules",  # the diffusion twin's CRPS
     "torch-pruning", "torchao",  # passes
+    "mlcommons-loadgen",  # the LoadGen scenarios (single-stream, server); no dependencies
     "typing-extensions",
 )  # fmt: skip
 # Project dependencies (pyproject.toml) that neither the machine has nor the kit carries, and why.
@@ -341,10 +343,10 @@ def rehearse() -> None:
     shutil.rmtree(out, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TWINBENCH_CACHE")}
     env.update(OUT=str(out), DEVICE="cpu", PYTHON=str(python), WHEELS=str(root / "wheels"),
-               SITE=str(root / "site"), CACHE_DIR=str(root / "cache"), RUNS=str(root / "runs"),
+               SITE=str(root / "site"), CACHE_DIR=str(root / "cache"), RUNS=str(root / "runs"), TWINS=REHEARSAL_TWIN,
                PATH=f"{python.parent}:{env.get('PATH', '')}")  # fmt: skip
     cmd = ["bash", "bench/run/gpu_run.sh", SUITE, *REHEARSAL_ARGS]
-    say(f"rehearsal: {' '.join(cmd)} (DEVICE=cpu)")
+    say(f"rehearsal: TWINS={REHEARSAL_TWIN} DEVICE=cpu {' '.join(cmd)}")
     started = time.monotonic()
     rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
     problems = check_bundle(out, expect_records=1)
@@ -458,11 +460,11 @@ def report() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gpu_kit", description=__doc__.split("\n\n")[0])
     parser.add_argument("step", choices=["all", "build", "size", "rehearse", "headline"])
-    parser.add_argument("run", nargs="?", help="headline: the run folder")
+    parser.add_argument("runs", nargs="*", help="headline: the run folders")
     args = parser.parse_args(argv)
     os.chdir(REPO)
     if args.step == "headline":
-        print(headline(read_records(Path(args.run))))
+        print(headline([r for run in args.runs for r in read_records(Path(run))]))
         return
     if args.step in ("all", "build"):
         build()

@@ -4,12 +4,13 @@
 # the carry first (`make gpu-kit`), then, from the repository root on the device:
 #
 #   bash bench/run/gpu_run.sh [SUITE [twinbench run options...]]   # a new run (default suite: gpu-first)
-#   RESUME=results/runs/<run_id> bash bench/run/gpu_run.sh         # continue it (same warm machine)
+#   RESUME=results/runs/<run_id> bash bench/run/gpu_run.sh         # continue one (same warm machine)
 #
 # with carry [".whl", ".cache/gpu-kit"]: the wheels the machine lacks, for CPython 3.12, and
 # cache.tar.gz (grid data and checkpoints). Under $OUT (at most 8 files come back): run.tar.gz (the
-# run folder without artifacts), summary.md, environment.json, packages.txt, gpu_run.log and
-# headline.txt; the headline table is printed last.
+# run folders, one a twin, without artifacts), summary.md (theirs, one after another),
+# environment.json, packages.txt, gpu_run.log and headline.txt; the headline table is printed last.
+# TWINS="a b" runs only those twins, in that order.
 #
 # A lent GPU gives 15 minutes of device time in all and a command 10: the run is capped at $LIMIT_S
 # seconds (whatever shards finished are in records.jsonl; resume to go on), and it refuses to train
@@ -79,39 +80,55 @@ step "environment"
 } >"$OUT/packages.txt" 2>&1
 "$PYTHON" -m bench env 2>&1 | tee -a "$log"
 
+# One run folder a twin, in the suite's order (gpu-first lists the cheapest to compile first), all
+# under one deadline: torch.compile is not in the run's estimate, and on this project's CPU it cost
+# ~10 s (GNN), ~30 s (transformer) and ~165 s (the diffusion sampler, 10 steps unrolled) a session.
+# A twin cut by the deadline loses only its own shard, never the twins measured before it.
+deadline=$(( $(date +%s) + LIMIT_S ))
+runs=()
+status=0
 if [ -n "${RESUME:-}" ]; then
-  run="$RESUME"
-  step "resuming $run"
-  timeout "$LIMIT_S" "$PYTHON" -m bench run --resume "$run" 2>&1 | tee -a "$log"
+  step "resuming $RESUME"
+  timeout "$LIMIT_S" "$PYTHON" -m bench run --resume "$RESUME" 2>&1 | tee -a "$log"
   status=${PIPESTATUS[0]}
+  runs=("${RESUME%/}")
 else
   suite=${1:-gpu-first}
   [ $# -gt 0 ] && shift
   step "plan of suite $suite on $DEVICE"
-  "$PYTHON" -m bench run --suite "$suite" --device "$DEVICE" --dry-run "$@" 2>&1 | tee "$OUT/plan.txt" >>"$log"
-  cat "$OUT/plan.txt"
+  "$PYTHON" -m bench run --suite "$suite" --device "$DEVICE" --dry-run "$@" >"$OUT/plan.txt" 2>&1
+  cat "$OUT/plan.txt" | tee -a "$log"
   if ! grep -q "^training to do: 0 of" "$OUT/plan.txt" && [ -z "${ALLOW_TRAINING:-}" ]; then
     rm -f "$OUT/plan.txt"
     fail "the plan trains on the device (the carry lacks checkpoints: make gpu-kit); ALLOW_TRAINING=1 overrides"
   fi
   rm -f "$OUT/plan.txt"
+  twins=${TWINS:-$("$PYTHON" -c 'import sys; from bench.suites import load_suite; print(*load_suite(sys.argv[1]).twins)' "$suite")}
   mkdir -p "$RUNS"
-  before=$(ls -d "$RUNS"/*/ 2>/dev/null | sort)
-  step "run (capped at $LIMIT_S s)"
-  timeout "$LIMIT_S" "$PYTHON" -m bench run --suite "$suite" --device "$DEVICE" --out "$RUNS" "$@" 2>&1 | tee -a "$log"
-  status=${PIPESTATUS[0]}
-  run=$(comm -13 <(echo "$before") <(ls -d "$RUNS"/*/ 2>/dev/null | sort) | head -1)
+  for twin in $twins; do
+    left=$(( deadline - $(date +%s) ))
+    if [ "$left" -lt 30 ]; then step "no time left for $twin (cap $LIMIT_S s)"; status=124; continue; fi
+    before=$(ls -d "$RUNS"/*/ 2>/dev/null | sort)
+    step "run: $twin (capped at $left s)"
+    timeout "$left" "$PYTHON" -m bench run --suite "$suite" --device "$DEVICE" --twin "$twin" --out "$RUNS" "$@" 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -ne 0 ] && status=$rc
+    run=$(comm -13 <(echo "$before") <(ls -d "$RUNS"/*/ 2>/dev/null | sort) | head -1)
+    [ -n "$run" ] && runs+=("${run%/}")
+    step "$twin: exit $rc${run:+, run folder ${run%/}} (124: the time cap; RESUME=<run folder> continues it)"
+  done
 fi
-run=${run%/}
-[ -n "$run" ] && [ -d "$run" ] || fail "no run folder was made (exit $status)"
-step "run folder $run (exit $status; 124: the time cap, resume with RESUME=$run)"
-# A run cut by the time cap has not written its report yet.
-[ -f "$run/report.html" ] || "$PYTHON" -m bench report "$run" >>"$log" 2>&1 || step "report failed (see $log)"
-tar -czf "$OUT/run.tar.gz" --exclude=artifacts -C "$(dirname "$run")" "$(basename "$run")"
-cp "$run/summary.md" "$OUT/" 2>/dev/null || step "no summary.md"
-cp "$run/environment.json" "$OUT/" 2>/dev/null || step "no environment.json"
-"$PYTHON" bench/run/gpu_kit.py headline "$run" >"$OUT/headline.txt" 2>>"$log"
-step "done: $(ls "$OUT" | tr '\n' ' ')"
+[ "${#runs[@]}" -gt 0 ] || fail "no run folder was made (exit $status)"
+: >"$OUT/summary.md"
+for run in "${runs[@]}"; do
+  # A run cut by the time cap has not written its report yet.
+  [ -f "$run/report.html" ] || "$PYTHON" -m bench report "$run" >>"$log" 2>&1 || step "report of $run failed (see $log)"
+  cat "$run/summary.md" >>"$OUT/summary.md" 2>/dev/null || echo "# $run: no summary.md" >>"$OUT/summary.md"
+  [ -f "$OUT/environment.json" ] || cp "$run/environment.json" "$OUT/" 2>/dev/null
+done
+tar -czf "$OUT/run.tar.gz" --exclude=artifacts -C "$RUNS" $(for run in "${runs[@]}"; do basename "$run"; done)
+"$PYTHON" bench/run/gpu_kit.py headline "${runs[@]}" >"$OUT/headline.txt" 2>>"$log"
+step "done (exit $status): $(ls "$OUT" | tr '\n' ' ')"
 echo
 cat "$OUT/headline.txt"
 exit "$status"
