@@ -32,6 +32,11 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from bench.run.estimate import describe, estimate, training_needs
+from bench.run.planning import make_plan
+from bench.suites import load_suite
+from models.grid.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "gpu-first"
 WHEELS = Path(".whl")  # carried: the device README's folder, ignored by .gitignore
@@ -44,7 +49,6 @@ MEASURE_BOUND_S = 6 * 60  # the issue's bound on the suite's measuring, by the r
 DEVICE_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
-REHEARSAL_TWIN = "diffusion-forecaster"  # its accuracy pass imports the most (scoringrules)
 REHEARSAL_ARGS = ("--variant", "reference", "--runtime", "torch-eager")
 
 # The Python packages of the GPU machine's image ('cuda'), as the device tool's KINDS.md lists them
@@ -273,10 +277,6 @@ def mib(n: int) -> str:
 def suite_estimate(suite: str = SUITE) -> tuple[float, float, str]:
     """(measuring s, training s, the dry run's text) of the suite on its own device (cuda), one GPU,
     with what is cached here counted as cached."""
-    from bench.run.estimate import describe, estimate, training_needs
-    from bench.run.planning import make_plan
-    from bench.suites import load_suite
-
     plan = make_plan(load_suite(suite), estimate_only=True)
     needs = training_needs(plan)
     one = estimate(plan, plan.cells(), 1, None, needs)
@@ -285,10 +285,6 @@ def suite_estimate(suite: str = SUITE) -> tuple[float, float, str]:
 
 def untrained(suite: str = SUITE) -> list[str]:
     """Weights the suite needs that are not cached here: the device would have to train them."""
-    from bench.run.estimate import training_needs
-    from bench.run.planning import make_plan
-    from bench.suites import load_suite
-
     needs = training_needs(make_plan(load_suite(suite), estimate_only=True))
     return [f"{j.grid} / {j.twin}: {j.what}" for j in needs.todo]
 
@@ -329,6 +325,12 @@ def make_venv(root: Path, base: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def rehearsal_twin() -> str:
+    """The twin of the rehearsal's one cell: the suite's last, whose accuracy pass imports the most
+    (gpu-first lists the diffusion forecaster last: its CRPS needs scoringrules)."""
+    return load_suite(SUITE).twins[-1]
+
+
 def rehearse() -> None:
     root = REPO / REHEARSAL
     root.mkdir(parents=True, exist_ok=True)
@@ -343,10 +345,10 @@ def rehearse() -> None:
     shutil.rmtree(out, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TWINBENCH_CACHE")}
     env.update(OUT=str(out), DEVICE="cpu", PYTHON=str(python), WHEELS=str(root / "wheels"),
-               SITE=str(root / "site"), CACHE_DIR=str(root / "cache"), RUNS=str(root / "runs"), TWINS=REHEARSAL_TWIN,
+               SITE=str(root / "site"), CACHE_DIR=str(root / "cache"), RUNS=str(root / "runs"), TWINS=rehearsal_twin(),
                PATH=f"{python.parent}:{env.get('PATH', '')}")  # fmt: skip
     cmd = ["bash", "bench/run/gpu_run.sh", SUITE, *REHEARSAL_ARGS]
-    say(f"rehearsal: TWINS={REHEARSAL_TWIN} DEVICE=cpu {' '.join(cmd)}")
+    say(f"rehearsal: TWINS={rehearsal_twin()} DEVICE=cpu {' '.join(cmd)}")
     started = time.monotonic()
     rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
     problems = check_bundle(out, expect_records=1)
@@ -426,9 +428,6 @@ def build() -> None:
     subprocess.run([*twinbench, "train", "--suite", SUITE, "--device", "cpu"], cwd=REPO, check=True)
     if todo := untrained():
         raise SystemExit(f"gpu-kit: still untrained after `twinbench train`: {todo}")
-    from bench.suites import load_suite
-    from models.grid.cache import cache_root
-
     suite = load_suite(SUITE)
     members = cache_members(cache_root(), suite.grids, suite.twins)
     tarball = REPO / KIT / CACHE_TARBALL
@@ -479,6 +478,5 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # run as bench/run/gpu_kit.py with the project importable (installed, or PYTHONPATH)
     main()
