@@ -48,6 +48,11 @@ class PassContext:
         """The chain that names the weights `p` trains here (see models.checkpoint)."""
         return (*self.chain, {**step_spec(p), **extra})
 
+    def search_key(self, p: Pass, **extra) -> tuple:
+        """What names a budget search's outcome (compress/budget.py): the chain, and the device whose
+        numerics it evaluated (bf16 or int8 on a GPU is not what it is on a CPU), unlike weights."""
+        return (*self.cache_key(p, **extra), {"searched_on": self.device})
+
 
 AUTO = "auto"  # a setting a budgeted pass searches for (prune ratio, sampling steps, rounds)
 

@@ -45,7 +45,7 @@ class DiffusionSteps(Pass):
             search = Search(twin, self.name, self.max_quality_loss_pct, torch_predict_fn(model), ctx.log)
             return first_within(search, candidates, lambda n: torch_predict_fn(twin.with_sampling_steps(model, n)))
 
-        search = cached_search(twin, ctx.cache_key(self), run, ctx.log, one_of(candidates))
+        search = cached_search(twin, ctx.search_key(self), run, ctx.log, one_of(candidates))
         ctx.note(self, search=search)
         return twin.with_sampling_steps(model, search["chosen"])
 
@@ -105,7 +105,7 @@ class DiffusionStepDistill(Pass):
                 best = r
             return search.outcome(best) if best is not None else search.failed()
 
-        search = cached_search(twin, ctx.cache_key(self), run, ctx.log, one_of(range(1, most + 1)))
+        search = cached_search(twin, ctx.search_key(self), run, ctx.log, one_of(range(1, most + 1)))
         ctx.note(self, **note, search=search)
         return self._distilled(model, twin, search["chosen"], ctx)
 

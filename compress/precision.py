@@ -46,7 +46,7 @@ class Half(Pass):
         if self.max_quality_loss_pct is not None:
             search = cached_search(
                 twin,
-                ctx.cache_key(self, target=ctx.target),
+                ctx.search_key(self, target=ctx.target),
                 lambda: self._search(model, units, ctx),
                 ctx.log,
                 kept_subset_of(units),

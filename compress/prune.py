@@ -111,7 +111,7 @@ class PruneStructured(Pass):
             search = Search(twin, self.name, self.max_quality_loss_pct, torch_predict_fn(copy.deepcopy(model)), ctx.log)
             return first_within(search, ratios, predict_for)
 
-        search = cached_search(twin, ctx.cache_key(self), run, ctx.log, one_of(ratios))
+        search = cached_search(twin, ctx.search_key(self), run, ctx.log, one_of(ratios))
         ratio = search["chosen"]
         pruned = built[ratio] if ratio in built else self._pruned(model, ratio, ctx)
         ctx.note(self, **self._training_note(twin), **boundary_note(twin, torch_units(twin, model)), search=search)

@@ -77,7 +77,7 @@ class QuantDynamicInt8(Pass):
         units = torch_units(twin, model)
         kept, search = (), None
         if self.max_quality_loss_pct is not None:
-            key = ctx.cache_key(self, target=ctx.target, torch_backend=backend)
+            key = ctx.search_key(self, target=ctx.target, torch_backend=backend)
 
             def run() -> dict:
                 s = Search(twin, self.name, self.max_quality_loss_pct, torch_predict_fn(copy.deepcopy(model)), ctx.log)
@@ -199,7 +199,7 @@ def quantize_onnx(
                 finally:
                     trial.unlink(missing_ok=True)
 
-            search = cached_search(twin, ctx.cache_key(p, target="onnx"), run, ctx.log, kept_subset_of(groups))
+            search = cached_search(twin, ctx.search_key(p, target="onnx"), run, ctx.log, kept_subset_of(groups))
             kept = frozenset(search["chosen"]["kept_fp32"])
         note = boundary_note(twin, [g for g in sorted(groups) if g not in fixed | kept], sorted(fixed | kept))
         first_last = {"first_last_fp32": sorted(fixed)} if fixed else {}

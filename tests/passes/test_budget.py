@@ -318,7 +318,7 @@ def test_a_damaged_search_cache_is_searched_again(gnn, tmp_path, fresh_searches,
     ctx = PassContext(twin=twin, device="cpu", workdir=tmp_path, target="torch", log=logged.append)
     p.apply(model, ctx)
     first = ctx.notes[0]["search"]["chosen"]
-    path = budget.search_path(twin, ctx.cache_key(p, target="torch"))
+    path = budget.search_path(twin, ctx.search_key(p, target="torch"))
     assert path.is_file()
     path.unlink()
     if damage == "a folder":
