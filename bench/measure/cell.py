@@ -19,6 +19,7 @@ from bench.measure.runtimes import RuntimeContext, Session, make_session, target
 from bench.measure.stats import percentiles_ms
 from bench.plan import Cell, RunPlan
 from compress.base import PassContext
+from models import creation
 from models.fingerprint import files_sha256, onnx_files
 
 if TYPE_CHECKING:
@@ -76,7 +77,10 @@ def open_session(
         artifact_stem=f"{twin.name}-{cell.variant.id}",
         rewrite_onnx=lambda path: cell.variant.rewrite_onnx(path, pass_ctx),
     )
-    session = make_session(cell.runtime, copy.deepcopy(model), ctx)
+    # Opening is part of a variant's creation (an export, an ONNX rewrite: calibration and
+    # quantization); the quality pass below is measurement, not creation.
+    with creation.window("export", own_only=True):
+        session = make_session(cell.runtime, copy.deepcopy(model), ctx)
     # The bytes this session loaded, hashed now: an export must copy exactly these.
     artifact_sha = files_sha256(onnx_files(Path(session.artifact_path))) if session.artifact_path else None
     return Opened(session, twin.evaluate(session.predict, "test"), artifact_sha)
