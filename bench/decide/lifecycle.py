@@ -63,13 +63,14 @@ def busy_hours(r: Record, schedule: Schedule) -> float:
     return calls * r.latency_ms_p50 / 1000 / 3600
 
 
-def life_year(r: Record, schedule: Schedule, device: Embodied | str) -> LifeYear:
-    """`r`'s first year at `schedule` (which must give a carbon intensity); NotProjectable where the
-    operation itself cannot be projected."""
+def life_year(r: Record, schedule: Schedule, device: Embodied | str, measured: Record | None = None) -> LifeYear:
+    """`r`'s first year at `schedule` (which must give a carbon intensity), its operation from
+    `measured` (a LoadGen server cell near the rate, bench/decide/annual.py) where there is one;
+    NotProjectable where the operation itself cannot be projected."""
     if schedule.carbon_g_per_kwh is None:
         raise ConfigError("a footprint in kg CO2e needs a carbon intensity: `carbon_intensity` or `region`")
     kg_per_j = schedule.carbon_g_per_kwh / 1000 / J_PER_KWH * schedule.pue
-    projection = project(r, schedule)
+    projection = project(r, schedule, measured)
     operate = (projection.kwh_per_year - projection.retrain_kwh_per_year) * schedule.carbon_g_per_kwh / 1000
     why = []
     create = retrain = None

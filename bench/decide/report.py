@@ -237,7 +237,7 @@ def _life_cycle(records: list[Record], env: dict, schedule: Schedule) -> list[tu
         bars, rows = [], []
         for r in pareto(members, "energy"):
             try:
-                year = lifecycle.life_year(r, schedule, device_carbon)
+                year = lifecycle.life_year(r, schedule, device_carbon, measured_near(r, records, schedule))
             except NotProjectable:
                 continue  # the annual table says why
             bars.append((f"{r.variant_name[:40]} ({r.runtime})", year.parts))
