@@ -246,8 +246,12 @@ def creation_fields(reference: list[Cost], own: list[Cost], is_reference: bool) 
         "creation_energy_total_j": total_j,
         "creation_energy_source": source,
         "creation_device": devices,
-        "creation": {
-            "own": [dataclasses.asdict(c) for c in mine],
-            "reference": [] if is_reference else [dataclasses.asdict(c) for c in reference],
+        "creation": {  # as JSON holds it (flags a list), so that a record reads back equal to itself
+            "own": [_cost_json(c) for c in mine],
+            "reference": [] if is_reference else [_cost_json(c) for c in reference],
         },
     }
+
+
+def _cost_json(cost: Cost) -> dict:
+    return {**dataclasses.asdict(cost), "flags": list(cost.flags)}

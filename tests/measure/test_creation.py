@@ -10,6 +10,7 @@ import pytest
 from bench.measure.creation import CreationWindows, creation_windows
 from bench.measure.meters import EstimateMeter, Meter
 from bench.measure.recording import creation_fields
+from bench.records import Record
 from compress import budget
 from models import creation
 from models.checkpoint import checkpoint_path, train_or_load
@@ -144,6 +145,8 @@ def test_record_fields_split_own_from_lineage():
     assert [c["what"] for c in variant["creation"]["reference"]] == ["training"]
     reference = creation_fields([training], [], is_reference=True)
     assert reference["creation_energy_j"] == reference["creation_energy_total_j"] == 1000.0
+    record = Record(run_id="r", suite="s", twin="t", grid="g", variant_id="v", variant_name="v", **variant)
+    assert Record.from_dict(json.loads(record.to_json())) == record  # reads back equal to itself
 
 
 class SteadyCounter(Meter):
