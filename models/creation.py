@@ -138,10 +138,15 @@ def window(what: str, own_only: bool = False, keep: bool = True) -> Iterator[Win
     joules, source, flags, idle_w = meter.stop(handle) if meter is not None else (None, UNMEASURED, (), None)
     seconds = time.perf_counter() - started
     if own_only and joules is not None:
-        measured_inside = [c.energy_j for c in inner]
-        joules = joules - sum(measured_inside) if all(j is not None for j in measured_inside) else None
-        joules = joules if joules is not None and joules > 0 else None
-        source = source if joules is not None else UNMEASURED
+        # Inner windows too short for the counter count as nothing; any other unknown one makes the
+        # remainder unknown. A remainder at or below 0 is below what the counter can tell apart.
+        inside = [c for c in inner if not (c.energy_j is None and BELOW_RESOLUTION in c.flags)]
+        if any(c.energy_j is None for c in inside):
+            joules, source = None, UNMEASURED
+        else:
+            joules -= sum(c.energy_j for c in inside)
+            if joules <= 0:
+                joules, flags = None, (*flags, BELOW_RESOLUTION)
     dynamic = joules - idle_w * seconds if joules is not None and idle_w is not None else None
     result.cost = Cost(
         what,

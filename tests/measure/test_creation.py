@@ -50,6 +50,17 @@ def test_a_build_counts_only_its_own_energy_beyond_the_windows_inside():
     assert creation.total(costs)[0] == 350.0
 
 
+def test_a_build_whose_own_share_is_below_resolution_leaves_the_total_known():
+    """The inner training read 300 J and the build 299.5 J in all (the counter's steps): the build's
+    own share is below what the counter can tell, left out of the sum, and flagged."""
+    with creation.metered_by(FakeMeter([300.0, 299.5])), creation.ledger() as costs:
+        with creation.window("build", own_only=True):
+            with creation.window("distill"):
+                pass
+    assert costs[1].energy_j is None and creation.BELOW_RESOLUTION in costs[1].flags
+    assert creation.total(costs)[0] == 300.0
+
+
 def test_without_a_meter_the_energy_is_not_measured_never_zero():
     with creation.ledger() as costs, creation.window("training") as w:
         pass
