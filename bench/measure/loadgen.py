@@ -111,6 +111,7 @@ class _Server:
         self.queue: queue.Queue = queue.Queue()
         self.batches: list[int] = []
         self.served: dict[int, np.ndarray] = {}  # a few outputs, by sample index, to check
+        self.error: Exception | None = None  # what the session raised while serving
         self.worker = threading.Thread(target=self._serve, daemon=True)
         self.worker.start()
 
@@ -143,12 +144,15 @@ class _Server:
 
     def _serve(self) -> None:
         while (batch := self._take()) is not None:
-            index = [s.index for s in batch]
-            out = self.predict(*(x[index] for x in self.inputs))
-            for i, k in enumerate(index):
-                if len(self.served) < CHECKED_SAMPLES and k not in self.served:
-                    self.served[k] = np.asarray(out[i])
-            self.batches.append(len(batch))
+            try:
+                index = [s.index for s in batch]
+                out = self.predict(*(x[index] for x in self.inputs))
+                for i, k in enumerate(index):
+                    if len(self.served) < CHECKED_SAMPLES and k not in self.served:
+                        self.served[k] = np.asarray(out[i])
+                self.batches.append(len(batch))
+            except Exception as e:  # kept for the caller; the queries still complete, or LoadGen waits forever
+                self.error = self.error or e
             self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, 0, 0) for s in batch])
 
 
@@ -227,6 +231,8 @@ def _start(lg, session, inputs, req: ScenarioRequest, settings, log_dir: Path, m
         served.stop()
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
+    if served.error is not None:
+        raise served.error
     return reading, served
 
 

@@ -104,3 +104,17 @@ def test_on_the_simulated_h100_idle_power_makes_a_slow_rate_cost_more_per_infere
     print(f"\nsimulated H100: {per_inference[20]:.3g} J/inference at 20 qps, {per_inference[200]:.3g} at 200 qps")
     # Per request: 70 W idle over 50 ms (3.5 J) or 5 ms (0.35 J), plus ~0.46 J of work: about 4.9x.
     assert per_inference[20] > 3 * per_inference[200]
+
+
+def test_a_session_that_fails_while_serving_raises_instead_of_hanging_loadgen(tmp_path):
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        if len(calls) > 11:  # the warm-up and the 10 timed calls pass; serving breaks
+            raise RuntimeError("the session broke")
+        return x
+
+    req = ScenarioRequest("server", 0.5, tmp_path, ServerConfig(target_qps=100, latency_bound_ms=50))
+    with pytest.raises(RuntimeError, match="the session broke"):
+        run_scenario(SimpleNamespace(predict=predict), (np.ones((8, 4), np.float32),), req, EstimateMeter())
