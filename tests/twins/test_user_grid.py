@@ -151,7 +151,7 @@ BAD_PROFILES = {
     "too few steps": (lambda f: f.iloc[: 5 * 96], "480 steps (5.0 days) are too few"),
     "hourly": (
         lambda f: f.iloc[::4],
-        "need one step every 15 minutes, but row 3 (2016-01-01 01:00:00) comes 0 days 01:00",
+        "need one step every 15 minutes, but row 3 (2016-01-01 01:00:00) comes 1 h after the row before it (the data is every 1 h",
     ),
     "duplicate": (lambda f: _set(f, 6, "time", f.loc[5, "time"]), "times that appear twice: rows 7 and 8"),
     "gaps": (
