@@ -121,7 +121,7 @@ def _gpu(device: str, lifetime_years: float | None, version: str) -> Embodied:
     if asked.split()[:1] in (["Tesla"], ["Quadro"]):
         asked = "NVIDIA " + asked
     gpu = mapper_gpu(GPU(name=asked), get_component_archetype(config.default_gpu, "gpu"))
-    kg, low, high, default_h, warnings = _whole_device(gpu, device)  # runs Boavizta's name match on the way
+    figures = _whole_device(gpu, device)  # runs Boavizta's name match on the way
     if not gpu.name.is_completed():  # no match: Boavizta priced its generic 'Large GPU' instead
         raise UnknownDevice(device, f"no GPU in BoaviztAPI {version}'s specs matches it; known: {_known_gpus()}")
     matched = gpu.name.value
@@ -129,17 +129,8 @@ def _gpu(device: str, lifetime_years: float | None, version: str) -> Embodied:
         raise UnknownDevice(
             device, f"BoaviztAPI {version}'s nearest GPU is {matched!r}, another model; known: {_known_gpus()}"
         )
-    return Embodied(
-        device=device,
-        matched=matched,
-        kg_co2e=kg,
-        kg_co2e_min=low,
-        kg_co2e_max=high,
-        lifetime_years=lifetime_years or default_h / HOURS_PER_YEAR,
-        source=f"BoaviztAPI {version}, GPU component {matched!r} (its crowdsourced GPU specs, matched by name)"
-        + _lifetime_text(lifetime_years, default_h, "GPU")
-        + "".join(f"; {w}" for w in warnings),
-    )
+    source = f"BoaviztAPI {version}, GPU component {matched!r} (its crowdsourced GPU specs, matched by name)"
+    return _made(device, matched, figures, lifetime_years, source, "GPU")
 
 
 def _server(device: str, lifetime_years: float | None, version: str) -> Embodied:
@@ -156,7 +147,15 @@ def _server(device: str, lifetime_years: float | None, version: str) -> Embodied
             f" (Boavizta's default, a generic compute platform: not sized by the CPU model {device!r})",
         )
         archetype = get_server_archetype(matched)
-    kg, low, high, default_h, warnings = _whole_device(DeviceServer(archetype=archetype), device)
+    figures = _whole_device(DeviceServer(archetype=archetype), device)
+    return _made(
+        device, matched, figures, lifetime_years, f"BoaviztAPI {version}, server archetype {matched!r}{how}", "server"
+    )
+
+
+def _made(device: str, matched: str, figures: tuple, lifetime_years: float | None, source: str, kind: str) -> Embodied:
+    """The Embodied of `_whole_device`'s figures, its lifetime and warnings stated in `source`."""
+    kg, low, high, default_h, warnings = figures
     return Embodied(
         device=device,
         matched=matched,
@@ -164,9 +163,7 @@ def _server(device: str, lifetime_years: float | None, version: str) -> Embodied
         kg_co2e_min=low,
         kg_co2e_max=high,
         lifetime_years=lifetime_years or default_h / HOURS_PER_YEAR,
-        source=f"BoaviztAPI {version}, server archetype {matched!r}{how}"
-        + _lifetime_text(lifetime_years, default_h, "server")
-        + "".join(f"; {w}" for w in warnings),
+        source=source + _lifetime_text(lifetime_years, default_h, kind) + "".join(f"; {w}" for w in warnings),
     )
 
 
