@@ -37,7 +37,6 @@ import numpy as np
 from bench.measure.meters import Meter
 from models.errors import Unsupported
 
-SCENARIOS = ("offline", "single-stream", "server")
 CHECKED_SAMPLES = 16  # served outputs compared with the session's own prediction
 
 
